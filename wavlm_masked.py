@@ -1,0 +1,976 @@
+"""
+A prunable WavLM: our own readable implementation, with a HardConcrete gate on every
+structure the seed paper prunes, an exact differentiable model-size estimate, and a
+`prune()` that cuts the model down to a smaller dense WavLM computing the same thing.
+
+Papers:
+  * WavLM: S. Chen et al., "WavLM: Large-Scale Self-Supervised Pre-Training for Full
+    Stack Speech Processing", IEEE JSTSP 2022 (arXiv 2110.13900), Sec. III-B (gated
+    relative position bias, eq. 5-7).
+  * Seed paper: Peng et al. 2025, "Hybrid Pruning: In-Situ Compression of
+    Self-Supervised Speech Models for Speaker Verification and Anti-Spoofing"
+    (arXiv 2508.16232), Sec. 2: gates on CNN channels, attention heads, whole
+    attention blocks, FFN units and whole FFN blocks; the hidden size is not pruned.
+  * Structured-pruning parameterisation: Peng et al., "DPHuBERT", Interspeech 2023.
+
+The same code serves HuBERT Base and wav2vec 2.0 Base (`relative_position=False`).
+
+Where the gates sit, and why each one can be folded away exactly:
+
+    waveform (B, S)
+      -> conv block i:  conv -> [GroupNorm (block 0, Base) | LayerNorm (all, Large)] -> GELU
+                        -> x z_conv_i                   (z folded into conv i+1's input)
+      -> feature projection: LayerNorm -> x z_conv_last -> Linear   (z folded into Linear)
+      -> + positional conv -> (post-LN: LayerNorm)
+      -> layer l:  attention: heads x z_head -> out_proj -> x z_att   (both folded into out_proj)
+                   FFN:       GELU(W1 x) x z_unit -> W2 -> x z_ffn      (both folded into W2)
+
+Two traps make naive pruning inexact (REFERENCE.md Sec. 4), and this design avoids both:
+  1. A LayerNorm over conv channels computes its mean and variance over ALL channels,
+     so zeroing a channel changes the statistics of the others, while removing it does
+     not. Our LayerNorms over channels therefore use statistics over the *kept*
+     channels only (`masked_layer_norm`). For the last conv block the gate acts after
+     the feature-projection LayerNorm, where it can be folded into the projection.
+  2. WavLM's relative-position embedding lives in layer 0's attention in the reference
+     code; removing that block would silently remove the bias of every later layer.
+     Here the embedding belongs to the encoder and every layer gets the full bias.
+"""
+
+import ast
+import copy
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hardconcrete import HardConcrete
+
+PRUNE_UNITS = ("conv", "head", "attlayer", "interm", "ffnlayer")
+# The seed paper's initial drop rates: start almost fully "on", except FFN units at 0.5.
+DEFAULT_INIT_DROP_RATES = {"conv": 0.01, "head": 0.01, "attlayer": 0.01, "interm": 0.5, "ffnlayer": 0.01}
+STANDARD_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class WavLMConfig:
+    """Architecture of one (possibly pruned) model, plus which gates it carries.
+
+    The last five fields describe a pruned model; None means "as dense as the rest of
+    the config says". A config only holds plain Python values, so it is saved as-is.
+    """
+    extractor_mode: str = "group_norm"          # "group_norm" (Base) or "layer_norm" (Large)
+    conv_layers: List[Tuple[int, int, int]] = field(default_factory=lambda: list(STANDARD_CONV_LAYERS))
+    conv_bias: bool = False
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12                          # heads of the ORIGINAL model: fixes head_dim
+    ffn_dim: int = 3072
+    layer_norm_first: bool = False               # False: post-LN (Base); True: pre-LN (Large)
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    relative_position: bool = True               # WavLM gated relative position bias
+    num_buckets: int = 320
+    max_distance: int = 800
+    layer_norm_eps: float = 1e-5
+    dropout: float = 0.0                         # after projection, attention and FFN blocks
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    # --- pruned structure, per transformer layer
+    heads: Optional[List[List[int]]] = None      # indices (into the original heads) still there
+    ffn_dims: Optional[List[int]] = None         # FFN width of each layer
+    attention_blocks: Optional[List[bool]] = None
+    ffn_blocks: Optional[List[bool]] = None
+    # --- gates
+    prune_units: List[str] = field(default_factory=list)
+    init_drop_rates: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_INIT_DROP_RATES))
+
+    def __post_init__(self):
+        self.conv_layers = [tuple(int(v) for v in layer) for layer in self.conv_layers]
+        L = self.num_layers
+        if self.heads is None:
+            self.heads = [list(range(self.num_heads)) for _ in range(L)]
+        if self.ffn_dims is None:
+            self.ffn_dims = [self.ffn_dim] * L
+        if self.attention_blocks is None:
+            self.attention_blocks = [True] * L
+        if self.ffn_blocks is None:
+            self.ffn_blocks = [True] * L
+        self.heads = [[int(h) for h in hs] for hs in self.heads]
+        self.prune_units = list(self.prune_units)
+        unknown = set(self.prune_units) - set(PRUNE_UNITS)
+        if unknown:
+            raise ValueError(f"unknown prune units {sorted(unknown)}; choose from {PRUNE_UNITS}")
+        self.init_drop_rates = {**DEFAULT_INIT_DROP_RATES, **self.init_drop_rates}
+        if self.extractor_mode not in ("group_norm", "layer_norm"):
+            raise ValueError(f"extractor_mode must be 'group_norm' or 'layer_norm', got {self.extractor_mode!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        for name in ("heads", "ffn_dims", "attention_blocks", "ffn_blocks"):
+            if len(getattr(self, name)) != L:
+                raise ValueError(f"config.{name} has {len(getattr(self, name))} entries, expected num_layers={L}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WavLMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown WavLMConfig fields {sorted(unknown)}: the file was written by "
+                             f"another program or another version of this library")
+        return cls(**d)
+
+    # --- presets (architectures of the public checkpoints)
+    @classmethod
+    def wavlm_base(cls, **kw):
+        return cls(**kw)
+
+    @classmethod
+    def wavlm_base_plus(cls, **kw):
+        return cls(**kw)    # same architecture as Base; more and more varied pre-training data
+
+    @classmethod
+    def wavlm_large(cls, **kw):
+        return cls(**{**dict(extractor_mode="layer_norm", hidden_size=1024, num_layers=24, num_heads=16,
+                             ffn_dim=4096, layer_norm_first=True), **kw})
+
+    @classmethod
+    def hubert_base(cls, **kw):
+        return cls(**{**dict(relative_position=False), **kw})
+
+    @classmethod
+    def wav2vec2_base(cls, **kw):
+        return cls(**{**dict(relative_position=False), **kw})
+
+    @classmethod
+    def tiny(cls, **kw):
+        """A small WavLM for CPU experiments and tests (same 320-sample frame hop)."""
+        convs = [(64, 10, 5), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 2, 2), (64, 2, 2)]
+        return cls(**{**dict(conv_layers=convs, hidden_size=128, num_layers=4, num_heads=4, ffn_dim=512,
+                             pos_conv_kernel=16, pos_conv_groups=4), **kw})
+
+
+# ----------------------------------------------------------------------- small pieces
+def masked_layer_norm(x, keep, weight, bias, eps):
+    """LayerNorm over the last dim of x (..., C), with statistics over kept channels only.
+
+    keep: (C,) float 0/1 or None (= all kept). With every channel kept this IS
+    F.layer_norm. With some dropped, it equals F.layer_norm applied to the kept channels
+    alone, which is exactly what the physically pruned model computes (trap 1 above).
+    """
+    if keep is None or bool(keep.all()):
+        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+    dtype = x.dtype
+    x = x.float()                                   # statistics in fp32, also under bf16
+    n = keep.sum().clamp(min=1.0)
+    mean = (x * keep).sum(-1, keepdim=True) / n
+    var = (((x - mean) * keep) ** 2).sum(-1, keepdim=True) / n
+    y = (x - mean) * torch.rsqrt(var + eps) * weight + bias
+    return y.to(dtype)
+
+
+def frame_lengths(lengths: torch.Tensor, conv_layers) -> torch.Tensor:
+    """Valid output frames per item: L <- floor((L - kernel) / stride) + 1 per conv layer."""
+    for _, kernel, stride in conv_layers:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        lengths = lengths.clamp(min=0)
+    return lengths
+
+
+def relative_position_buckets(num_frames: int, num_buckets: int, max_distance: int, device) -> torch.Tensor:
+    """Bucket index of every (query, key) pair, (T, T), as in T5 and WavLM (bidirectional).
+
+    Half the buckets are for keys after the query. Within each half, the first
+    `exact` distances get one bucket each, the rest share log-spaced buckets up to
+    max_distance (everything further lands in the last bucket).
+    """
+    positions = torch.arange(num_frames, device=device)
+    relative = positions[None, :] - positions[:, None]            # key - query, (T, T)
+    half = num_buckets // 2
+    buckets = (relative > 0).long() * half
+    distance = relative.abs()
+    exact = half // 2
+    # clamp(min=1) only guards log(0); those entries take the `distance < exact` branch.
+    log_ratio = torch.log(distance.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+    far = (exact + log_ratio * (half - exact)).long().clamp(max=half - 1)
+    return buckets + torch.where(distance < exact, distance, far)
+
+
+class WeightNormConv1d(nn.Module):
+    """Conv1d with weight normalisation over dim 2 (Salimans & Kingma 2016), as in
+    wav2vec 2.0's positional conv: weight = g * v / ||v||, one norm per kernel tap."""
+
+    def __init__(self, channels: int, kernel: int, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.weight_g = nn.Parameter(torch.ones(1, 1, kernel))                 # (1, 1, K)
+        self.weight_v = nn.Parameter(torch.empty(channels, channels // groups, kernel))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        nn.init.normal_(self.weight_v, 0.0, math.sqrt(4.0 / (kernel * channels)))
+        with torch.no_grad():
+            self.weight_g.copy_(self.weight_v.norm(dim=(0, 1), keepdim=True))
+
+    def forward(self, x):                                                       # (B, C, T)
+        weight = self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
+        return F.conv1d(x, weight, self.bias, padding=weight.shape[-1] // 2, groups=self.groups)
+
+
+# ------------------------------------------------------------------- feature extractor
+class ConvBlock(nn.Module):
+    def __init__(self, cfg: WavLMConfig, index: int, in_channels: int):
+        super().__init__()
+        out_channels, kernel, stride = cfg.conv_layers[index]
+        self.stride = stride
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=cfg.conv_bias)
+        nn.init.kaiming_normal_(self.conv.weight)
+        self.norm_kind = None
+        if cfg.extractor_mode == "layer_norm":
+            self.norm_kind = "layer"
+            self.norm = nn.LayerNorm(out_channels, eps=cfg.layer_norm_eps)
+        elif index == 0:
+            # GroupNorm with one group per channel: per-channel statistics over time,
+            # so removing a channel never changes the others (prunes exactly).
+            self.norm_kind = "group"
+            self.norm = nn.GroupNorm(out_channels, out_channels, eps=cfg.layer_norm_eps)
+        self.channel_gate = (HardConcrete(out_channels, cfg.init_drop_rates["conv"])
+                             if "conv" in cfg.prune_units else None)
+
+    def forward(self, x, apply_gate: bool = True):
+        """x: (B, C_in, S) -> (B, C_out, S'), plus this block's gate z (C_out,) or None."""
+        z = self.channel_gate() if self.channel_gate is not None else None
+        x = self.conv(x)
+        if self.norm_kind == "group":
+            x = self.norm(x)
+        elif self.norm_kind == "layer":
+            keep = None if z is None else (z > 0).to(x.dtype)
+            x = masked_layer_norm(x.transpose(1, 2), keep, self.norm.weight, self.norm.bias,
+                                  self.norm.eps).transpose(1, 2)
+        x = F.gelu(x)
+        if z is not None and apply_gate:
+            x = x * z[:, None].to(x.dtype)
+        return x, z
+
+
+class FeatureExtractor(nn.Module):
+    def __init__(self, cfg: WavLMConfig):
+        super().__init__()
+        blocks, in_channels = [], 1
+        for i in range(len(cfg.conv_layers)):
+            blocks.append(ConvBlock(cfg, i, in_channels))
+            in_channels = cfg.conv_layers[i][0]
+        self.conv_layers = nn.ModuleList(blocks)
+
+    def forward(self, waveforms):
+        """(B, S) -> features (B, T, C_last) and the last block's gate (applied later)."""
+        x = waveforms[:, None, :]                                                # (B, 1, S)
+        last = len(self.conv_layers) - 1
+        for i, block in enumerate(self.conv_layers):
+            # The last block's gate must act after the projection LayerNorm (trap 1).
+            x, z = block(x, apply_gate=(i != last))
+        return x.transpose(1, 2), z
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, in_channels: int, cfg: WavLMConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(in_channels, eps=cfg.layer_norm_eps)
+        self.projection = nn.Linear(in_channels, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, z_last):                                # (B, T, C) -> (B, T, E)
+        keep = None if z_last is None else (z_last > 0).to(x.dtype)
+        x = masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias, self.layer_norm.eps)
+        if z_last is not None:
+            x = x * z_last.to(x.dtype)
+        return self.dropout(self.projection(x))
+
+
+# ------------------------------------------------------------------------- transformer
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the kept heads, with WavLM's gated relative bias."""
+
+    def __init__(self, cfg: WavLMConfig, layer: int):
+        super().__init__()
+        E, d = cfg.hidden_size, cfg.head_dim
+        self.num_heads_total = cfg.num_heads
+        self.head_dim = d
+        kept = cfg.heads[layer]
+        self.num_heads = len(kept)
+        self.all_heads = kept == list(range(cfg.num_heads))
+        # Which original heads remain: they pick their slice of the full-head position
+        # bias and of the input split used by the bias gate.
+        self.register_buffer("kept_heads", torch.tensor(kept, dtype=torch.long), persistent=False)
+        self.q_proj = nn.Linear(E, self.num_heads * d)
+        self.k_proj = nn.Linear(E, self.num_heads * d)
+        self.v_proj = nn.Linear(E, self.num_heads * d)
+        self.out_proj = nn.Linear(self.num_heads * d, E)
+        self.dropout = cfg.attention_dropout
+        self.relative_position = cfg.relative_position
+        if cfg.relative_position:
+            self.gru_rel_pos_linear = nn.Linear(d, 8)
+            self.gru_rel_pos_const = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
+        self.head_gate = (HardConcrete(self.num_heads, cfg.init_drop_rates["head"])
+                          if "head" in cfg.prune_units and self.num_heads > 0 else None)
+
+    def gated_position_bias(self, x, position_bias):
+        """WavLM eq. (5)-(7): a per-query, per-head scalar gate on the shared bias.
+
+        x: (B, T, E) layer input; position_bias: (H_total, T, T) -> (B, h, T, T).
+        The gate reads head h's slice of the input (d = E / H_total channels), so the
+        split uses the ORIGINAL head count even after heads were pruned.
+        """
+        B, T, _ = x.shape
+        x_heads = x.view(B, T, self.num_heads_total, self.head_dim).transpose(1, 2)   # (B, H, T, d)
+        bias = position_bias
+        if not self.all_heads:
+            x_heads = x_heads.index_select(1, self.kept_heads)                         # (B, h, T, d)
+            bias = bias.index_select(0, self.kept_heads)                               # (h, T, T)
+        gates = self.gru_rel_pos_linear(x_heads).view(B, self.num_heads, T, 2, 4).sum(-1)
+        gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)                         # (B, h, T, 1)
+        gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
+        return gate * bias[None]                                                       # (B, h, T, T)
+
+    def forward(self, x, position_bias=None, key_padding=None):
+        B, T, E = x.shape
+        if self.num_heads == 0:                     # every head pruned: only the bias is left
+            return self.out_proj(x.new_zeros(B, T, 0))
+        h, d = self.num_heads, self.head_dim
+        q = self.q_proj(x).view(B, T, h, d).transpose(1, 2)                            # (B, h, T, d)
+        k = self.k_proj(x).view(B, T, h, d).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, h, d).transpose(1, 2)
+        mask = None
+        if self.relative_position:
+            mask = self.gated_position_bias(x, position_bias).to(q.dtype)               # (B, h, T, T)
+            if key_padding is not None:
+                mask = mask.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        elif key_padding is not None:
+            mask = ~key_padding[:, None, None, :]         # bool: True = may be attended to
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
+        if self.head_gate is not None:
+            context = context * self.head_gate()[None, :, None, None].to(context.dtype)
+        context = context.transpose(1, 2).reshape(B, T, h * d)                          # (B, T, h*d)
+        return self.out_proj(context)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: WavLMConfig, layer: int):
+        super().__init__()
+        width = cfg.ffn_dims[layer]
+        self.intermediate_dense = nn.Linear(cfg.hidden_size, width)
+        self.output_dense = nn.Linear(width, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.activation_dropout)
+        self.unit_gate = (HardConcrete(width, cfg.init_drop_rates["interm"])
+                          if "interm" in cfg.prune_units and width > 0 else None)
+
+    def forward(self, x):                                           # (B, T, E) -> (B, T, E)
+        hidden = F.gelu(self.intermediate_dense(x))                 # (B, T, F)
+        if self.unit_gate is not None:
+            hidden = hidden * self.unit_gate().to(hidden.dtype)
+        return self.output_dense(self.dropout(hidden))
+
+
+class EncoderLayer(nn.Module):
+    """One transformer layer. Post-LN (Base):  x = LN(x + att(x)); x = LN(x + ffn(x)).
+    Pre-LN (Large): x = x + att(LN(x)); x = x + ffn(LN(x)). A removed block adds nothing;
+    its LayerNorm stays in post-LN (it still normalises the residual) and goes in pre-LN."""
+
+    def __init__(self, cfg: WavLMConfig, layer: int):
+        super().__init__()
+        E, eps = cfg.hidden_size, cfg.layer_norm_eps
+        self.layer_norm_first = cfg.layer_norm_first
+        has_att, has_ffn = cfg.attention_blocks[layer], cfg.ffn_blocks[layer]
+        self.attention = SelfAttention(cfg, layer) if has_att else None
+        self.feed_forward = FeedForward(cfg, layer) if has_ffn else None
+        self.attention_layer_norm = nn.LayerNorm(E, eps=eps) if (has_att or not cfg.layer_norm_first) else None
+        self.ffn_layer_norm = nn.LayerNorm(E, eps=eps) if (has_ffn or not cfg.layer_norm_first) else None
+        self.attention_gate = HardConcrete(1, cfg.init_drop_rates["attlayer"]) \
+            if has_att and "attlayer" in cfg.prune_units else None
+        self.ffn_gate = HardConcrete(1, cfg.init_drop_rates["ffnlayer"]) \
+            if has_ffn and "ffnlayer" in cfg.prune_units else None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _attention(self, x, position_bias, key_padding):
+        out = self.dropout(self.attention(x, position_bias, key_padding))
+        return out * self.attention_gate().to(out.dtype) if self.attention_gate is not None else out
+
+    def _ffn(self, x):
+        out = self.dropout(self.feed_forward(x))
+        return out * self.ffn_gate().to(out.dtype) if self.ffn_gate is not None else out
+
+    def forward(self, x, position_bias=None, key_padding=None):
+        if self.layer_norm_first:
+            if self.attention is not None:
+                x = x + self._attention(self.attention_layer_norm(x), position_bias, key_padding)
+            if self.feed_forward is not None:
+                x = x + self._ffn(self.ffn_layer_norm(x))
+        else:
+            if self.attention is not None:
+                x = x + self._attention(x, position_bias, key_padding)
+            x = self.attention_layer_norm(x)
+            if self.feed_forward is not None:
+                x = x + self._ffn(x)
+            x = self.ffn_layer_norm(x)
+        return x
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: WavLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pos_conv = WeightNormConv1d(cfg.hidden_size, cfg.pos_conv_kernel, cfg.pos_conv_groups)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        # Owned by the encoder, not by layer 0's attention (trap 2 in the top docstring).
+        self.rel_attn_embed = nn.Embedding(cfg.num_buckets, cfg.num_heads) if cfg.relative_position else None
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_layers))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, key_padding=None) -> List[torch.Tensor]:
+        """x: (B, T, E) projected features -> [input of layer 0, output of each layer]."""
+        if key_padding is not None:
+            x = x.masked_fill(key_padding[..., None], 0.0)   # the positional conv must not see pads
+        pos = F.gelu(self.pos_conv(x.transpose(1, 2)))                   # (B, E, T+1) for even K
+        x = x + pos[..., : x.shape[1]].transpose(1, 2)       # drop the extra frame of an even kernel
+        if not self.cfg.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        position_bias = None
+        if self.rel_attn_embed is not None:
+            buckets = relative_position_buckets(x.shape[1], self.cfg.num_buckets, self.cfg.max_distance, x.device)
+            position_bias = self.rel_attn_embed(buckets).permute(2, 0, 1)   # (H_total, T, T)
+        hidden_states = [x]
+        for layer in self.layers:
+            x = layer(x, position_bias, key_padding)
+            hidden_states.append(x)
+        if self.cfg.layer_norm_first:          # pre-LN models normalise the final output
+            hidden_states[-1] = self.layer_norm(x)
+        return hidden_states
+
+
+# ------------------------------------------------------------------------------ model
+class MaskedWavLM(nn.Module):
+    def __init__(self, config: WavLMConfig):
+        super().__init__()
+        self.config = config
+        self.feature_extractor = FeatureExtractor(config)
+        self.feature_projection = FeatureProjection(config.conv_layers[-1][0], config)
+        self.encoder = Encoder(config)
+
+    def forward(self, waveforms, lengths=None):
+        """waveforms (B, S), lengths (B,) samples or None ->
+        (hidden_states: num_layers + 1 tensors (B, T, E), frame lengths (B,) or None)."""
+        features, z_last = self.feature_extractor(waveforms)                      # (B, T, C)
+        x = self.feature_projection(features, z_last)                             # (B, T, E)
+        key_padding = None
+        if lengths is not None:
+            lengths = frame_lengths(lengths, self.config.conv_layers)
+            key_padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]   # (B, T)
+        return self.encoder(x, key_padding), lengths
+
+    # --- gates
+    def gates(self) -> Dict[str, HardConcrete]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, HardConcrete)}
+
+    def gate_parameters(self) -> List[nn.Parameter]:
+        return [g.log_alpha for g in self.gates().values()]
+
+    def model_parameters(self) -> List[nn.Parameter]:
+        """Every parameter except gate logits: what the model size counts."""
+        gate_ids = {id(p) for p in self.gate_parameters()}
+        return [p for p in self.parameters() if id(p) not in gate_ids]
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model_parameters())
+
+    # --- size
+    def expected_num_params(self) -> torch.Tensor:
+        """Model size as a function of the gates (REFERENCE.md Sec. 3).
+
+        Training mode: E[#params], a differentiable product of expectations (gates are
+        independent), built from each gate's l0_norm. Eval mode: the count of what the
+        deterministic masks keep, which equals sum(p.numel()) of `self.prune()` exactly.
+        It mirrors, term by term, the parameters each module creates above.
+        """
+        cfg = self.config
+        device = next(self.parameters()).device
+        # float64: a WavLM has ~1e8 parameters, beyond float32's 2**24 exact integers.
+        const = lambda v: torch.tensor(float(v), dtype=torch.float64, device=device)
+
+        def count(gate, full):
+            if gate is None:
+                return const(full)
+            return gate.l0_norm().double() if self.training else const(gate.num_kept())
+
+        E, d = cfg.hidden_size, cfg.head_dim
+        total = const(0.0)
+        in_ch = const(1.0)
+        for i, block in enumerate(self.feature_extractor.conv_layers):
+            out_ch, kernel, _ = cfg.conv_layers[i]
+            out_ch = count(block.channel_gate, out_ch)
+            total = total + in_ch * out_ch * kernel + (out_ch if cfg.conv_bias else 0.0)
+            if block.norm_kind is not None:
+                total = total + 2 * out_ch
+            in_ch = out_ch
+        total = total + 2 * in_ch + in_ch * E + E                          # feature projection
+        total = total + E * (E // cfg.pos_conv_groups) * cfg.pos_conv_kernel + cfg.pos_conv_kernel + E
+        total = total + 2 * E                                              # encoder LayerNorm
+        if cfg.relative_position:
+            total = total + cfg.num_buckets * cfg.num_heads
+        for layer in self.encoder.layers:
+            if layer.attention is not None:
+                att = layer.attention
+                h = count(att.head_gate, att.num_heads)
+                size = 3 * (E * h * d + h * d) + h * d * E + E
+                if cfg.relative_position:
+                    size = size + d * 8 + 8 + h
+                if cfg.layer_norm_first:
+                    size = size + 2 * E
+                total = total + count(layer.attention_gate, 1) * size
+            if layer.feed_forward is not None:
+                ffn = layer.feed_forward
+                width = count(ffn.unit_gate, ffn.output_dense.in_features)
+                size = 2 * E * width + width + E + (2 * E if cfg.layer_norm_first else 0)
+                total = total + count(layer.ffn_gate, 1) * size
+            if not cfg.layer_norm_first:
+                total = total + 4 * E                                      # the two post-LNs
+        return total
+
+    # --- pruning
+    @torch.no_grad()
+    def prune(self) -> "MaskedWavLM":
+        """A new dense model without gates that computes what this model computes in
+        eval mode. Rows/columns of removed units go; soft gate values are folded into
+        the weights that consume them; the new model is built from its own config and
+        loaded with strict=True, so no stale attribute survives."""
+        was_training = self.training
+        self.eval()
+        cfg = self.config
+        sd = {k: v.clone() for k, v in self.state_dict().items() if not k.endswith("log_alpha")}
+        new = copy.deepcopy(cfg)
+        new.prune_units = []
+
+        def keep_and_scale(gate, n):
+            if gate is None:
+                return torch.arange(n), torch.ones(n)
+            z = gate().float().cpu()
+            keep = torch.nonzero(z > 0).flatten()
+            return keep, z[keep]
+
+        # CNN: block i keeps its rows; block i+1 drops the matching input columns and
+        # absorbs block i's soft gate values (the gate multiplies the GELU output).
+        blocks = self.feature_extractor.conv_layers
+        prev_keep, prev_scale = None, None
+        for i, block in enumerate(blocks):
+            p = f"feature_extractor.conv_layers.{i}."
+            keep, scale = keep_and_scale(block.channel_gate, cfg.conv_layers[i][0])
+            w = sd[p + "conv.weight"][keep]                                  # (C_out', C_in, k)
+            if prev_keep is not None:
+                w = w[:, prev_keep] * prev_scale[None, :, None].to(w)
+            sd[p + "conv.weight"] = w
+            for name in ("conv.bias", "norm.weight", "norm.bias"):
+                if p + name in sd:
+                    sd[p + name] = sd[p + name][keep]
+            new.conv_layers[i] = (len(keep),) + tuple(cfg.conv_layers[i][1:])
+            prev_keep, prev_scale = keep, scale
+        # The last block's gate sits after the projection LayerNorm: fold into the Linear.
+        for name in ("feature_projection.layer_norm.weight", "feature_projection.layer_norm.bias"):
+            sd[name] = sd[name][prev_keep]
+        w = sd["feature_projection.projection.weight"]
+        sd["feature_projection.projection.weight"] = w[:, prev_keep] * prev_scale[None, :].to(w)
+
+        for i, layer in enumerate(self.encoder.layers):
+            p = f"encoder.layers.{i}."
+            self._prune_attention(layer, i, p, sd, new, keep_and_scale)
+            self._prune_ffn(layer, i, p, sd, new, keep_and_scale)
+
+        pruned = MaskedWavLM(new).to(next(self.parameters()).device)
+        pruned.load_state_dict(sd, strict=True)
+        self.train(was_training)
+        return pruned.eval()
+
+    def _prune_attention(self, layer, i, p, sd, new, keep_and_scale):
+        if layer.attention is None:
+            return
+        att_keys = [k for k in sd if k.startswith(p + "attention.")]
+        block_scale = layer.attention_gate().item() if layer.attention_gate is not None else 1.0
+        if block_scale == 0.0:
+            for k in att_keys:
+                del sd[k]
+            if self.config.layer_norm_first:
+                for k in ("weight", "bias"):
+                    del sd[p + "attention_layer_norm." + k]
+            new.attention_blocks[i] = False
+            new.heads[i] = []
+            return
+        att = layer.attention
+        keep, scale = keep_and_scale(att.head_gate, att.num_heads)
+        d = att.head_dim
+        rows = (keep[:, None] * d + torch.arange(d)[None, :]).flatten()    # the rows of kept heads
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            sd[p + f"attention.{proj}.weight"] = sd[p + f"attention.{proj}.weight"][rows]
+            sd[p + f"attention.{proj}.bias"] = sd[p + f"attention.{proj}.bias"][rows]
+        w = sd[p + "attention.out_proj.weight"][:, rows]                     # (E, h'*d)
+        w = w * scale.repeat_interleave(d)[None, :].to(w) * block_scale
+        sd[p + "attention.out_proj.weight"] = w
+        sd[p + "attention.out_proj.bias"] = sd[p + "attention.out_proj.bias"] * block_scale
+        if p + "attention.gru_rel_pos_const" in sd:
+            sd[p + "attention.gru_rel_pos_const"] = sd[p + "attention.gru_rel_pos_const"][:, keep]
+        new.heads[i] = [self.config.heads[i][j] for j in keep.tolist()]
+
+    def _prune_ffn(self, layer, i, p, sd, new, keep_and_scale):
+        if layer.feed_forward is None:
+            return
+        block_scale = layer.ffn_gate().item() if layer.ffn_gate is not None else 1.0
+        if block_scale == 0.0:
+            for k in [k for k in sd if k.startswith(p + "feed_forward.")]:
+                del sd[k]
+            if self.config.layer_norm_first:
+                for k in ("weight", "bias"):
+                    del sd[p + "ffn_layer_norm." + k]
+            new.ffn_blocks[i] = False
+            new.ffn_dims[i] = 0
+            return
+        ffn = layer.feed_forward
+        keep, scale = keep_and_scale(ffn.unit_gate, ffn.output_dense.in_features)
+        q = p + "feed_forward."
+        sd[q + "intermediate_dense.weight"] = sd[q + "intermediate_dense.weight"][keep]
+        sd[q + "intermediate_dense.bias"] = sd[q + "intermediate_dense.bias"][keep]
+        w = sd[q + "output_dense.weight"][:, keep]
+        sd[q + "output_dense.weight"] = w * scale[None, :].to(w) * block_scale
+        sd[q + "output_dense.bias"] = sd[q + "output_dense.bias"] * block_scale
+        new.ffn_dims[i] = len(keep)
+
+    def structure_summary(self) -> dict:
+        """What survives per layer under the current (eval) masks: for plots and reports."""
+        out = {"conv_channels": [], "heads": [], "ffn_units": [], "attention": [], "ffn": []}
+        for i, block in enumerate(self.feature_extractor.conv_layers):
+            g = block.channel_gate
+            out["conv_channels"].append(g.num_kept() if g is not None else self.config.conv_layers[i][0])
+        for layer in self.encoder.layers:
+            att_on = layer.attention is not None and (layer.attention_gate is None or layer.attention_gate.num_kept() > 0)
+            ffn_on = layer.feed_forward is not None and (layer.ffn_gate is None or layer.ffn_gate.num_kept() > 0)
+            att, ffn = layer.attention, layer.feed_forward
+            out["attention"].append(att_on)
+            out["ffn"].append(ffn_on)
+            out["heads"].append(0 if not att_on else (att.head_gate.num_kept() if att.head_gate is not None else att.num_heads))
+            out["ffn_units"].append(0 if not ffn_on else (ffn.unit_gate.num_kept() if ffn.unit_gate is not None
+                                                           else ffn.output_dense.in_features))
+        return out
+
+
+# ------------------------------------------------------------------- save and load ours
+FILE_FORMAT = "insitu-pruning/wavlm-v1"
+
+
+def save(model: MaskedWavLM, path: str, extra: Optional[dict] = None):
+    """One self-contained file: config, weights (gates included) and an optional `extra`
+    dict of tensors and plain values. Written atomically (temp file + os.replace), so a
+    crash mid-write never leaves a half-written checkpoint behind."""
+    payload = {"format": FILE_FORMAT, "config": model.config.to_dict(),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "extra": extra or {}}
+    atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj, path: str):
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str, map_location="cpu") -> Tuple[MaskedWavLM, dict]:
+    """Inverse of `save`: returns (model, extra). Needs no original checkpoint."""
+    payload = _torch_load(path, map_location)
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path} is not a model file written by wavlm_masked.save() (no format tag "
+                         f"{FILE_FORMAT!r}); to import a pretrained checkpoint use load_pretrained()")
+    model = MaskedWavLM(WavLMConfig.from_dict(payload["config"]))
+    _load_exact(model, payload["state_dict"], path)
+    return model, payload["extra"]
+
+
+def _torch_load(path, map_location="cpu"):
+    """Checkpoints are untrusted input: tensors and plain containers only, no pickled code."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:      # truncated zip, foreign pickle, non-torch file, ...
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. The file is truncated, "
+                         f"not a PyTorch checkpoint, or holds pickled objects other than tensors "
+                         f"(refused for safety); re-download or re-export it as a plain state dict") from None
+
+
+def _load_exact(model: nn.Module, state_dict: dict, source: str):
+    """load_state_dict(strict=True), but with an error that lists every problem at once."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        msg = [f"checkpoint {source} does not match the model architecture:"]
+        if missing:
+            msg.append(f"  missing keys ({len(missing)}): {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+        if unexpected:
+            msg.append(f"  unexpected keys ({len(unexpected)}): {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+        if shapes:
+            msg.append(f"  shape mismatches ({len(shapes)}): {shapes[:20]}")
+        raise ValueError("\n".join(msg))
+    model.load_state_dict(state_dict, strict=True)
+
+
+# -------------------------------------------------------------- pretrained checkpoints
+# Keys that only the pre-training objective uses (mask embedding, cluster embeddings,
+# final projection to targets). Dropping them is deliberate and the list is explicit:
+# anything else unexpected is an error.
+PRETRAINING_ONLY = re.compile(r"^(mask_emb|masked_spec_embed|label_embs_concat|final_proj\..*|"
+                              r"quantizer\..*|project_q\..*|project_hid\..*|aux\..*)$")
+
+# (pattern, replacement) per format, applied to the FIRST matching pattern.
+HF_RULES = [
+    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)$", r"feature_extractor.conv_layers.\1.norm.\2"),
+    (r"^feature_projection\.(layer_norm|projection)\.(weight|bias)$", r"feature_projection.\1.\2"),
+    (r"^encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$", r"encoder.pos_conv.weight_g"),
+    (r"^encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$", r"encoder.pos_conv.weight_v"),
+    (r"^encoder\.pos_conv_embed\.conv\.bias$", r"encoder.pos_conv.bias"),
+    (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
+    (r"^encoder\.layers\.0\.attention\.rel_attn_embed\.weight$", r"encoder.rel_attn_embed.weight"),
+    (r"^encoder\.layers\.(\d+)\.attention\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)$",
+     r"encoder.layers.\1.attention.\2.\3"),
+    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)$",
+     r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"encoder.layers.\1.attention.gru_rel_pos_const"),
+    (r"^encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)$", r"encoder.layers.\1.attention_layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.feed_forward\.(intermediate_dense|output_dense)\.(weight|bias)$",
+     r"encoder.layers.\1.feed_forward.\2.\3"),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.layers.\1.ffn_layer_norm.\2"),
+]
+UNILM_RULES = [
+    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.norm.\1"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.norm.\2"),
+    (r"^layer_norm\.(weight|bias)$", r"feature_projection.layer_norm.\1"),
+    (r"^post_extract_proj\.(weight|bias)$", r"feature_projection.projection.\1"),
+    (r"^encoder\.pos_conv\.0\.(weight_g|parametrizations\.weight\.original0)$", r"encoder.pos_conv.weight_g"),
+    (r"^encoder\.pos_conv\.0\.(weight_v|parametrizations\.weight\.original1)$", r"encoder.pos_conv.weight_v"),
+    (r"^encoder\.pos_conv\.0\.bias$", r"encoder.pos_conv.bias"),
+    (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
+    (r"^encoder\.layers\.0\.self_attn\.relative_attention_bias\.weight$", r"encoder.rel_attn_embed.weight"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)$",
+     r"encoder.layers.\1.attention.\2.\3"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)$", r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_a$", r"encoder.layers.\1.attention.gru_rel_pos_const"),
+    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"encoder.layers.\1.attention_layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$", r"encoder.layers.\1.feed_forward.output_dense.\2"),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.layers.\1.ffn_layer_norm.\2"),
+]
+
+
+def _torchaudio_to_hf_names(sd: dict) -> dict:
+    """torchaudio = HF names with `encoder.transformer.` and a fused in_proj (cat(q, k, v))."""
+    out = {}
+    for k, v in sd.items():
+        k2 = k.replace("encoder.transformer.", "encoder.")
+        k2 = k2.replace("encoder.feature_projection.", "feature_projection.")
+        m = re.match(r"^encoder\.layers\.(\d+)\.attention\.attention\.in_proj_(weight|bias)$", k2)
+        if m:
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3, dim=0)):
+                out[f"encoder.layers.{m[1]}.attention.{name}.{m[2]}"] = part
+            continue
+        k2 = re.sub(r"\.attention\.attention\.out_proj\.", ".attention.out_proj.", k2)
+        out[k2] = v
+    return out
+
+
+def _rename(sd: dict, rules) -> Tuple[dict, List[str]]:
+    out, unexpected = {}, []
+    for key, value in sd.items():
+        if PRETRAINING_ONLY.match(key):
+            continue
+        for pattern, repl in rules:
+            if re.match(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            unexpected.append(key)
+    return out, unexpected
+
+
+def parse_conv_layers(text: str) -> List[Tuple[int, int, int]]:
+    """Parse fairseq's `conv_feature_layers`, e.g. "[(512,10,5)] + [(512,3,2)] * 4",
+    WITHOUT eval(): only list/tuple literals of ints, `+` and `* int` are accepted."""
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e) for e in node.elts]
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return ev(node.left) + ev(node.right)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(left, list) and isinstance(right, int):
+                return left * right
+        raise ValueError(f"unsupported expression in conv_feature_layers: {text!r}")
+    layers = ev(ast.parse(text, mode="eval"))
+    return [(int(c), int(k), int(s)) for c, k, s in layers]
+
+
+def config_from_unilm(cfg: dict) -> WavLMConfig:
+    g = lambda k, default: cfg.get(k, default)
+    return WavLMConfig(
+        extractor_mode="layer_norm" if g("extractor_mode", "default") == "layer_norm" else "group_norm",
+        conv_layers=parse_conv_layers(g("conv_feature_layers", str(STANDARD_CONV_LAYERS))),
+        conv_bias=bool(g("conv_bias", False)), hidden_size=int(g("encoder_embed_dim", 768)),
+        num_layers=int(g("encoder_layers", 12)), num_heads=int(g("encoder_attention_heads", 12)),
+        ffn_dim=int(g("encoder_ffn_embed_dim", 3072)), layer_norm_first=bool(g("layer_norm_first", False)),
+        pos_conv_kernel=int(g("conv_pos", 128)), pos_conv_groups=int(g("conv_pos_groups", 16)),
+        relative_position=bool(g("relative_position_embedding", False)),
+        num_buckets=int(g("num_buckets", 320)), max_distance=int(g("max_distance", 1280)))
+
+
+def config_from_hf(cfg: dict) -> WavLMConfig:
+    model_type = cfg.get("model_type", "wavlm")
+    if model_type not in ("wavlm", "hubert", "wav2vec2"):
+        raise ValueError(f"config.json has model_type {model_type!r}; expected wavlm, hubert or wav2vec2")
+    return WavLMConfig(
+        extractor_mode="layer_norm" if cfg.get("feat_extract_norm", "group") == "layer" else "group_norm",
+        conv_layers=list(zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])),
+        conv_bias=bool(cfg.get("conv_bias", False)), hidden_size=int(cfg["hidden_size"]),
+        num_layers=int(cfg["num_hidden_layers"]), num_heads=int(cfg["num_attention_heads"]),
+        ffn_dim=int(cfg["intermediate_size"]), layer_norm_first=bool(cfg.get("do_stable_layer_norm", False)),
+        pos_conv_kernel=int(cfg.get("num_conv_pos_embeddings", 128)),
+        pos_conv_groups=int(cfg.get("num_conv_pos_embedding_groups", 16)),
+        relative_position=model_type == "wavlm", num_buckets=int(cfg.get("num_buckets", 320)),
+        max_distance=int(cfg.get("max_bucket_distance", 800)), layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)))
+
+
+def config_from_torchaudio(sd: dict) -> WavLMConfig:
+    """A torchaudio bundle file is a bare state dict: read the architecture off the shapes.
+    Two facts are not in the shapes and follow the public checkpoints' convention: the
+    standard conv strides (5, 2, 2, 2, 2, 2, 2) and head_dim 64; pre-LN iff the
+    extractor uses LayerNorm (true of every WavLM/HuBERT/wav2vec 2.0 release)."""
+    pre = "encoder.transformer."
+    try:
+        n_conv = len([k for k in sd if re.match(r"^feature_extractor\.conv_layers\.\d+\.conv\.weight$", k)])
+        convs = [tuple(sd[f"feature_extractor.conv_layers.{i}.conv.weight"].shape) for i in range(n_conv)]
+        strides = [5, 2, 2, 2, 2, 2, 2] if n_conv == 7 else None
+        if strides is None:
+            raise ValueError(f"{n_conv} conv layers: only the standard 7-layer extractor can be read "
+                             f"from a bare torchaudio state dict")
+        layer_norm = f"feature_extractor.conv_layers.1.layer_norm.weight" in sd
+        E = sd["encoder.feature_projection.projection.weight"].shape[0]
+        n_layers = len({m[1] for k in sd for m in [re.match(rf"^{re.escape(pre)}layers\.(\d+)\.", k)] if m})
+        v = sd.get(pre + "pos_conv_embed.conv.parametrizations.weight.original1",
+                   sd.get(pre + "pos_conv_embed.conv.weight_v"))
+        rel = pre + "layers.0.attention.rel_attn_embed.weight"
+        heads = sd[pre + "layers.0.attention.gru_rel_pos_const"].shape[1] if rel in sd else E // 64
+        return WavLMConfig(
+            extractor_mode="layer_norm" if layer_norm else "group_norm",
+            conv_layers=[(c[0], c[2], s) for c, s in zip(convs, strides)],
+            conv_bias=f"feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E, num_layers=n_layers,
+            num_heads=heads, ffn_dim=sd[pre + "layers.0.feed_forward.intermediate_dense.weight"].shape[0],
+            layer_norm_first=layer_norm, pos_conv_kernel=v.shape[2], pos_conv_groups=E // v.shape[1],
+            relative_position=rel in sd, num_buckets=sd[rel].shape[0] if rel in sd else 320, max_distance=800)
+    except (KeyError, AttributeError) as e:
+        raise ValueError(f"not a torchaudio WavLM/HuBERT/wav2vec 2.0 state dict: cannot find {e}") from None
+
+
+# Short names -> torchaudio bundle files (they need no config: see config_from_torchaudio).
+PRETRAINED_FILES = {"wavlm_base": "wavlm_base.pth", "wavlm_base_plus": "wavlm_base_plus.pth",
+                    "wavlm_large": "wavlm_large.pth", "hubert_base": "hubert_fairseq_base_ls960.pth"}
+PRETRAINED_URL = "https://download.pytorch.org/torchaudio/models/"
+
+
+def _resolve_short_name(name: str) -> str:
+    filename = PRETRAINED_FILES[name]
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(PRETRAINED_URL + filename, path, progress=True)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"pretrained model {name!r} is not cached and could not be downloaded ({type(e).__name__}: {e}).\n"
+            f"Download {PRETRAINED_URL + filename} on a machine with internet access and put it at\n"
+            f"  {path}\nor pass the path of a unilm .pt, a Hugging Face model folder or a torchaudio .pth "
+            f"to --ssl.") from None
+    return path
+
+
+def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict] = None,
+                    **config_overrides) -> MaskedWavLM:
+    """Build a MaskedWavLM from a pretrained checkpoint, with fresh gates on `prune_units`.
+
+    source: a unilm .pt ({'cfg', 'model'}), a Hugging Face folder (config.json +
+    pytorch_model.bin / model.safetensors), a torchaudio .pth state dict, or a short
+    name in PRETRAINED_FILES. Every key is mapped explicitly; a missing, unexpected or
+    mis-shaped tensor raises an error listing all of them.
+    """
+    source = os.fspath(source)
+    if source in PRETRAINED_FILES:
+        source = _resolve_short_name(source)
+    if os.path.isdir(source):
+        import json
+        cfg_path = os.path.join(source, "config.json")
+        if not os.path.exists(cfg_path):
+            raise FileNotFoundError(f"{source} is a folder but has no config.json: not a Hugging Face model folder")
+        with open(cfg_path) as f:
+            config = config_from_hf(json.load(f))
+        st_path, bin_path = os.path.join(source, "model.safetensors"), os.path.join(source, "pytorch_model.bin")
+        if os.path.exists(st_path):
+            from safetensors.torch import load_file
+            raw = load_file(st_path)
+        elif os.path.exists(bin_path):
+            raw = _torch_load(bin_path)
+        else:
+            raise FileNotFoundError(f"{source} has neither model.safetensors nor pytorch_model.bin")
+        # A saved *ForXVector/*ForCTC model prefixes the backbone's keys; take the backbone.
+        raw = {re.sub(r"^(wavlm|hubert|wav2vec2)\.", "", k): v for k, v in raw.items()}
+        state, unexpected = _rename(raw, HF_RULES)
+    elif os.path.isfile(source):
+        raw = _torch_load(source)
+        if isinstance(raw, dict) and "cfg" in raw and "model" in raw:           # unilm / Microsoft
+            cfg = raw["cfg"]
+            config = config_from_unilm(cfg if isinstance(cfg, dict) else vars(cfg))
+            state, unexpected = _rename(raw["model"], UNILM_RULES)
+        elif isinstance(raw, dict) and any(k.startswith("encoder.transformer.") for k in raw):
+            config = config_from_torchaudio(raw)
+            state, unexpected = _rename(_torchaudio_to_hf_names(raw), HF_RULES)
+        else:
+            keys = list(raw)[:10] if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError(f"{source}: unrecognised checkpoint layout (first keys: {keys}); expected a "
+                             f"unilm .pt with 'cfg' and 'model', a torchaudio state dict or a HF folder")
+    else:
+        raise FileNotFoundError(f"pretrained source {source!r} is neither a file, a folder nor one of "
+                                f"{sorted(PRETRAINED_FILES)}")
+    for k, v in config_overrides.items():
+        setattr(config, k, v)
+    config.prune_units = list(prune_units)
+    if init_drop_rates:
+        config.init_drop_rates.update(init_drop_rates)
+    config.__post_init__()
+    model = MaskedWavLM(config)
+    # Gate logits are not in any pretrained file: take the freshly initialised ones.
+    gate_state = {k: v for k, v in model.state_dict().items() if k.endswith("log_alpha")}
+    if unexpected:
+        raise ValueError(f"{source}: unexpected keys that map to no part of the model: {unexpected[:20]}")
+    _load_exact(model, {**state, **gate_state}, source)
+    return model
