@@ -66,13 +66,17 @@ class HardConcrete(nn.Module):
 
     def __init__(self, n: int, init_drop_rate: float = 0.5,
                  temperature: float = TEMPERATURE,
-                 stretch_low: float = STRETCH_LOW, stretch_high: float = STRETCH_HIGH):
+                 stretch_low: float = STRETCH_LOW, stretch_high: float = STRETCH_HIGH,
+                 min_kept: int = 0):
         super().__init__()
         if n < 1:
             raise ValueError(f"a HardConcrete group needs at least one unit, got n={n}")
         if not 0.0 < init_drop_rate < 1.0:
             raise ValueError(f"init_drop_rate must lie in (0, 1), got {init_drop_rate}")
         self.n = n
+        # A floor on the eval mask, for groups that must never be empty (a conv layer
+        # with no channels would disconnect the model from its input). 0 = no floor.
+        self.min_kept = min_kept
         self.init_drop_rate = init_drop_rate
         self.temperature = temperature
         self.stretch_low = stretch_low
@@ -100,7 +104,7 @@ class HardConcrete(nn.Module):
 
     def num_kept(self) -> int:
         """How many units the deterministic (eval) mask keeps: round(E[L0])."""
-        return int(torch.round(self.l0_norm().detach()).item())
+        return max(self.min_kept, int(torch.round(self.l0_norm().detach()).item()))
 
     # --------------------------------------------------------------------- masks
     def sample(self) -> torch.Tensor:

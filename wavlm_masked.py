@@ -243,7 +243,7 @@ class ConvBlock(nn.Module):
             # so removing a channel never changes the others (prunes exactly).
             self.norm_kind = "group"
             self.norm = nn.GroupNorm(out_channels, out_channels, eps=cfg.layer_norm_eps)
-        self.channel_gate = (HardConcrete(out_channels, cfg.init_drop_rates["conv"])
+        self.channel_gate = (HardConcrete(out_channels, cfg.init_drop_rates["conv"], min_kept=1)
                              if "conv" in cfg.prune_units else None)
 
     def forward(self, x, apply_gate: bool = True):

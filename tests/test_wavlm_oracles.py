@@ -1,0 +1,221 @@
+"""Our WavLM against trusted implementations with random weights (minGPT-style import tests).
+
+Oracles: torchaudio.models.wavlm_model (state-dict .pth), transformers.WavLMModel /
+HubertModel (a saved HF folder), and a unilm-format .pt (cfg + model) built from the HF
+weights with the unilm key names. Every hidden state must agree to 1e-4 in fp32.
+"""
+import re
+
+import pytest
+import torch
+import torchaudio
+import transformers
+
+import wavlm_masked as W
+
+TOL = 1e-4
+
+
+def randomise_(model):
+    """Pretrained LayerNorms and biases are not 1/0: perturb them so the test sees them."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias") or "gru_rel_pos_const" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def torchaudio_model(cfg: W.WavLMConfig):
+    return torchaudio.models.wavlm_model(
+        extractor_mode=cfg.extractor_mode, extractor_conv_layer_config=cfg.conv_layers,
+        extractor_conv_bias=cfg.conv_bias, encoder_embed_dim=cfg.hidden_size, encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=cfg.pos_conv_kernel, encoder_pos_conv_groups=cfg.pos_conv_groups,
+        encoder_num_layers=cfg.num_layers, encoder_num_heads=cfg.num_heads, encoder_num_buckets=cfg.num_buckets,
+        encoder_max_distance=cfg.max_distance, encoder_attention_dropout=0.0, encoder_ff_interm_features=cfg.ffn_dim,
+        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=cfg.layer_norm_first,
+        encoder_layer_drop=0.0, aux_num_out=None)
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("cfg", [
+    W.WavLMConfig.tiny(),
+    W.WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True),
+    W.WavLMConfig.wavlm_base(),
+], ids=["tiny-base", "tiny-large", "wavlm-base"])
+def test_matches_torchaudio(cfg, tmp_path):
+    torch.manual_seed(0)
+    ref = randomise_(torchaudio_model(cfg))
+    torch.save(ref.state_dict(), tmp_path / "ta.pth")
+    ours = W.load_pretrained(tmp_path / "ta.pth").eval()
+    assert ours.num_params() == sum(p.numel() for p in ref.parameters())
+    if cfg.num_layers == 12:
+        assert ours.num_params() == 94_381_168          # torchaudio wavlm_base(), REFERENCE.md Sec. 5
+    x = torch.randn(2, 16000)
+    with torch.no_grad():
+        expected, _ = ref.extract_features(x)           # the L layer outputs
+        got, _ = ours(x)
+        # torchaudio's extract_features omits the final encoder LayerNorm of pre-LN models.
+        if cfg.layer_norm_first:
+            expected[-1] = ref.encoder.transformer.layer_norm(expected[-1])
+        first = ref.encoder.transformer._preprocess(ref.encoder._preprocess(ref.feature_extractor(x, None)[0])[0])
+    assert len(got) == cfg.num_layers + 1
+    assert max_diff(got[0], first) < TOL
+    for a, b in zip(got[1:], expected):
+        assert max_diff(a, b) < TOL
+
+
+def hf_config(large: bool, model_type="wavlm"):
+    kw = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, conv_dim=[32] * 7,
+              num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
+              activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
+              feat_extract_norm="layer" if large else "group", do_stable_layer_norm=large, conv_bias=large)
+    if model_type == "wavlm":
+        return transformers.WavLMConfig(max_bucket_distance=800, **kw)
+    return transformers.HubertConfig(**kw)
+
+
+def hf_outputs(model, x, lengths):
+    mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).long()
+    with torch.no_grad():
+        out = model(x, attention_mask=mask, output_hidden_states=True)
+    # transformers lists each layer's raw output; the pre-LN final LayerNorm is only in
+    # last_hidden_state, which is what our last hidden state is.
+    return list(out.hidden_states[:-1]) + [out.last_hidden_state]
+
+
+def assert_same_valid_frames(got, expected, frames):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        for i, n in enumerate(frames.tolist()):
+            assert max_diff(a[i, :n], b[i, :n]) < TOL
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["base-like", "large-like"])
+def test_matches_transformers_with_padding(large, tmp_path):
+    torch.manual_seed(0)
+    ref = randomise_(transformers.WavLMModel(hf_config(large)))
+    ref.save_pretrained(tmp_path)
+    ours = W.load_pretrained(tmp_path).eval()
+    x = torch.randn(3, 12000)
+    lengths = torch.tensor([12000, 9001, 4000])
+    got, frames = ours(x, lengths)
+    assert frames.tolist() == ref._get_feat_extract_output_lengths(lengths).tolist()
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+    # And without padding (lengths=None): every frame.
+    full, none = ours(x[:1])
+    assert none is None
+    assert_same_valid_frames(full, hf_outputs(ref, x[:1], torch.tensor([12000])), torch.tensor([full[0].shape[1]]))
+
+
+def test_matches_hubert(tmp_path):
+    """Without the relative position bias the same code is HuBERT Base."""
+    torch.manual_seed(0)
+    ref = randomise_(transformers.HubertModel(hf_config(False, "hubert")))
+    ref.save_pretrained(tmp_path)
+    ours = W.load_pretrained(tmp_path).eval()
+    assert not ours.config.relative_position
+    x, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    got, frames = ours(x, lengths)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+
+
+# HF name -> unilm name, written independently of the library's own map.
+HF_TO_UNILM = [
+    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+    (r"feature_extractor\.conv_layers\.0\.layer_norm\.", "GROUP_OR_LAYER_0"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"feature_extractor.conv_layers.\1.2.1."),
+    (r"feature_projection\.layer_norm\.", "layer_norm."),
+    (r"feature_projection\.projection\.", "post_extract_proj."),
+    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", "encoder.pos_conv.0.weight_g"),
+    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", "encoder.pos_conv.0.weight_v"),
+    (r"encoder\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
+    (r"encoder\.layers\.0\.attention\.rel_attn_embed\.", "encoder.layers.0.self_attn.relative_attention_bias."),
+    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.", r"encoder.layers.\1.self_attn.grep_linear."),
+    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const", r"encoder.layers.\1.self_attn.grep_a"),
+    (r"encoder\.layers\.(\d+)\.attention\.", r"encoder.layers.\1.self_attn."),
+    (r"encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.", r"encoder.layers.\1.fc1."),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"encoder.layers.\1.fc2."),
+    (r"masked_spec_embed", "mask_emb"),
+]
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["base-like", "large-like"])
+def test_matches_unilm_checkpoint(large, tmp_path):
+    torch.manual_seed(0)
+    ref = randomise_(transformers.WavLMModel(hf_config(large)))
+    model_sd = {}
+    for key, value in ref.state_dict().items():
+        for pattern, repl in HF_TO_UNILM:
+            if re.match(pattern, key):
+                if repl == "GROUP_OR_LAYER_0":
+                    repl = "feature_extractor.conv_layers.0.2.1." if large else "feature_extractor.conv_layers.0.2."
+                key = re.sub(pattern, repl, key, count=1)
+                break
+        model_sd[key] = value.clone()
+    c = ref.config
+    cfg = {"extractor_mode": "layer_norm" if large else "default", "encoder_layers": c.num_hidden_layers,
+           "encoder_embed_dim": c.hidden_size, "encoder_ffn_embed_dim": c.intermediate_size,
+           "encoder_attention_heads": c.num_attention_heads, "layer_norm_first": large,
+           "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2", "conv_bias": large,
+           "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 320,
+           "max_distance": 800, "gru_rel_pos": True, "normalize": large}
+    torch.save({"cfg": cfg, "model": model_sd}, tmp_path / "WavLM-tiny.pt")
+    ours = W.load_pretrained(tmp_path / "WavLM-tiny.pt").eval()
+    x, lengths = torch.randn(2, 8000), torch.tensor([8000, 6000])
+    got, frames = ours(x, lengths)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+
+
+def test_open_gates_change_nothing(tmp_path):
+    torch.manual_seed(0)
+    ref = randomise_(transformers.WavLMModel(hf_config(True)))
+    ref.save_pretrained(tmp_path)
+    ours = W.load_pretrained(tmp_path, prune_units=W.PRUNE_UNITS).eval()
+    assert len(ours.gates()) == 7 + 4 * 3
+    with torch.no_grad():
+        for p in ours.gate_parameters():
+            p.fill_(20.0)
+    x, lengths = torch.randn(2, 8000), torch.tensor([8000, 7000])
+    got, frames = ours(x, lengths)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+
+
+def test_conv_layer_parser_refuses_code():
+    assert W.parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == W.STANDARD_CONV_LAYERS
+    with pytest.raises(ValueError, match="unsupported"):
+        W.parse_conv_layers("__import__('os').system('true')")
+
+
+def test_bad_checkpoints_fail_loudly(tmp_path):
+    torch.manual_seed(0)
+    ref = torchaudio_model(W.WavLMConfig.tiny())
+    sd = ref.state_dict()
+    torch.save(sd, tmp_path / "good.pth")
+    data = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        W.load_pretrained(tmp_path / "truncated.pth")
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "foreign.pth")
+    with pytest.raises(ValueError, match="unrecognised checkpoint layout"):
+        W.load_pretrained(tmp_path / "foreign.pth")
+    partial = {k: v for k, v in sd.items() if "layers.2.feed_forward" not in k}
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match=r"missing keys \(4\).*layers\.2\.feed_forward"):
+        W.load_pretrained(tmp_path / "partial.pth")
+    extra = dict(sd, **{"encoder.transformer.layers.0.attention.something_new": torch.zeros(1)})
+    torch.save(extra, tmp_path / "extra.pth")
+    with pytest.raises(ValueError, match="something_new"):
+        W.load_pretrained(tmp_path / "extra.pth")
+    # Wrong shape: a unilm file whose config claims a bigger FFN than its weights hold.
+    hf = transformers.WavLMModel(hf_config(False))
+    hf.save_pretrained(tmp_path / "hf")
+    cfg_text = (tmp_path / "hf" / "config.json").read_text().replace('"intermediate_size": 128', '"intermediate_size": 256')
+    (tmp_path / "hf" / "config.json").write_text(cfg_text)
+    with pytest.raises(ValueError, match="shape mismatches"):
+        W.load_pretrained(tmp_path / "hf")
+    with pytest.raises(FileNotFoundError, match="neither a file"):
+        W.load_pretrained(tmp_path / "nope.pt")
