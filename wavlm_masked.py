@@ -494,14 +494,16 @@ class MaskedWavLM(nn.Module):
         return sum(p.numel() for p in self.model_parameters())
 
     # --- size
-    def expected_num_params(self) -> torch.Tensor:
+    def expected_num_params(self, deterministic: Optional[bool] = None) -> torch.Tensor:
         """Model size as a function of the gates (REFERENCE.md Sec. 3).
 
         Training mode: E[#params], a differentiable product of expectations (gates are
         independent), built from each gate's l0_norm. Eval mode: the count of what the
         deterministic masks keep, which equals sum(p.numel()) of `self.prune()` exactly.
-        It mirrors, term by term, the parameters each module creates above.
+        `deterministic` overrides the choice the mode makes. The function mirrors,
+        term by term, the parameters each module creates above.
         """
+        deterministic = (not self.training) if deterministic is None else deterministic
         cfg = self.config
         device = next(self.parameters()).device
         # float64: a WavLM has ~1e8 parameters, beyond float32's 2**24 exact integers.
@@ -510,7 +512,7 @@ class MaskedWavLM(nn.Module):
         def count(gate, full):
             if gate is None:
                 return const(full)
-            return gate.l0_norm().double() if self.training else const(gate.num_kept())
+            return const(gate.num_kept()) if deterministic else gate.l0_norm().double()
 
         E, d = cfg.hidden_size, cfg.head_dim
         total = const(0.0)
