@@ -164,6 +164,8 @@ class Classifier(nn.Module):
         super().__init__()
         cfg = ssl.config
         self.ssl, self.task, self.grad_mult = ssl, task, args.grad_mult
+        # CM: the bona fide share of the training data, to turn logits into LLRs.
+        self.p_bonafide = getattr(args, "p_bonafide", 0.5)
         if args.head == "mhfa":
             self.head = heads.MHFA(cfg.num_layers + 1, cfg.hidden_size, compression_dim=args.mhfa_compression,
                                    num_heads=args.mhfa_heads, embed_dim=EMBED_DIM)
@@ -256,7 +258,7 @@ def embed_paths(model: Classifier, paths, device, amp, num_workers=0):
         with autocast(device, amp):
             emb = model.embed(waves.to(device), lengths.to(device)).float()
         if model.task == "cm":
-            emb = heads.logits_to_llr(model.loss_head.logits(emb).float())
+            emb = heads.logits_to_llr(model.loss_head.logits(emb).float(), model.p_bonafide)
         out[paths[int(index[0])]] = emb[0].cpu()
     return out
 
@@ -286,21 +288,24 @@ def autocast(device, amp):
 
 
 @torch.inference_mode()
-def inference_seconds(ssl: MaskedWavLM, device, seconds=4.0, repeats=5):
-    """Median wall time of one forward pass on `seconds` of audio (batch 1)."""
-    ssl.eval()
+def inference_seconds(models, device, seconds=4.0, repeats=7):
+    """Wall time of one forward pass on `seconds` of audio (batch 1), for each model.
+    The models run interleaved (A, B, A, B, ...) and the minimum is kept, so a busy
+    machine slows both alike and the ratio stays meaningful."""
     x = torch.randn(1, int(seconds * datasets.SAMPLE_RATE), device=device)
-    ssl(x)                                                       # warm-up
-    times = []
+    times = [[] for _ in models]
+    for m in models:
+        m.eval()(x)                                           # warm-up
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        ssl(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for m, t in zip(models, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            m(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -412,6 +417,9 @@ def main(argv=None):
     warmup_steps = int(round(args.sparsity_warmup * steps_per_epoch)) if args.sparsity_warmup is not None \
         else int(round(args.sparsity_warmup_frac * total_steps))
 
+    if spec.task == "cm":
+        args.p_bonafide = sum(label for _, label in spec.train_items) / len(spec.train_items)
+
     # --- model, multipliers, optimisers
     ssl = build_ssl(args)
     params0 = ssl.num_params()          # the dense SSL model: the denominator of s_hat
@@ -449,6 +457,8 @@ def main(argv=None):
             model.train()
             set_learning_rates(optimizer, step, args, total_steps, steps_per_epoch)
             target = target_at(step, warmup_steps, args.target, args.sparsity_schedule)
+            if spec.task == "sv":           # AAM margin ramps up from 0 (classes separate first)
+                model.loss_head.set_margin(heads.margin_schedule(step, total_steps, args.aam_margin))
             waves, labels = waves.to(device), labels.to(device)
             with autocast(device, args.amp):
                 task_loss = train_model(waves, labels)
@@ -521,8 +531,7 @@ def finish(model: Classifier, spec, params0, device, args, t_start):
         "train_args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list))}})
 
     dense_ssl = MaskedWavLM(replace(masked_ssl.config, prune_units=[])).to(device)
-    dense_time = inference_seconds(dense_ssl, device)
-    pruned_time = inference_seconds(pruned_ssl, device)
+    dense_time, pruned_time = inference_seconds([dense_ssl, pruned_ssl], device)
     test = spec.test_name
     report = dict(
         data=args.data, task=spec.task, target=args.target,

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import evaluate
 import train
 import wavlm_masked as W
 
@@ -21,7 +22,7 @@ def small_run_args(tmp_path, data="toy", out="run", steps=6, extra=()):
 
 
 @pytest.mark.parametrize("data", ["toy", "toy_spoof"])
-def test_end_to_end_toy_run(tmp_path, data):
+def test_end_to_end_toy_run(tmp_path, data, capsys):
     report = train.main(small_run_args(tmp_path, data))
     out = tmp_path / "run"
     for name in ("config.json", "log.jsonl", "checkpoint.pt", "pruned_model.pt", "report.json",
@@ -46,6 +47,14 @@ def test_end_to_end_toy_run(tmp_path, data):
     assert [r["step"] for r in rows if "task_loss" in r] == list(range(1, 7))
     assert any("eer" in r for r in rows)
     assert report["sparsity"] == saved["sparsity"]
+    # evaluate.py --checkpoint embeds the test audio again and gets the same EER.
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(out / "pruned_model.pt"), "--data", data, "--toy-size", "tiny",
+                          "--cache-dir", str(tmp_path / "cache"), "--det", str(tmp_path / "det.png")]) == 0
+    printed = capsys.readouterr().out
+    test_set = saved["test_set"]
+    assert f"{test_set}:" in printed and (tmp_path / "det.png").exists()
+    assert f"EER     {100 * saved['eer_pruned']:8.3f} %" in printed
 
 
 def test_target_schedule_values():
