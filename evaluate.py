@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vox1-root", help="checkpoint mode, vox2: the VoxCeleb1 folder")
     p.add_argument("--cache-dir", help="checkpoint mode: where toy corpora live")
     p.add_argument("--toy-size", default="default", choices=("default", "tiny"))
-    p.add_argument("--seed", type=int, default=0, help="checkpoint mode: toy corpus seed")
+    p.add_argument("--toy-seed", type=int, default=0, help="checkpoint mode: toy corpus seed")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--trials", help="sv: VoxCeleb trial list, 'label enroll test'")
     p.add_argument("--protocol", help="cm: ASVspoof5 protocol with a bonafide/spoof column")
@@ -655,7 +655,7 @@ def checkpoint_mode(args, parser) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     try:
         model, extra = train.load_classifier(args.checkpoint, device)
-        spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.seed,
+        spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                  toy_size=args.toy_size, vox1_root=args.vox1_root)
     except (OSError, ValueError) as err:
         parser.exit(2, f"evaluate.py: error: {err}\n")

@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", help="dataset folder (required for real data)")
     p.add_argument("--vox1-root", help="VoxCeleb1 folder for --data vox2 evaluation (default: see data.py)")
     p.add_argument("--cache-dir", help="where the toy corpora are generated")
+    p.add_argument("--toy-seed", type=int, default=0,
+                   help="which toy corpus (fixed apart from --seed, so runs stay comparable)")
     p.add_argument("--toy-size", choices=["default", "tiny"], default="default",
                    help="'tiny' makes a toy corpus of a few files, for smoke tests")
     p.add_argument("--ssl", help="'tiny', a short name (wavlm_base_plus, ...) or a checkpoint path")
@@ -188,7 +190,7 @@ class Classifier(nn.Module):
 
 
 def prepare(args):
-    return datasets.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.seed,
+    return datasets.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                  toy_size=args.toy_size, vox1_root=args.vox1_root)
 
 

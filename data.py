@@ -1,0 +1,551 @@
+"""
+Datasets for in-situ pruning: the real speech corpora, an offline toy corpus,
+training crops with augmentation, and full-utterance evaluation loaders.
+
+The data setup follows Peng et al. 2025, "Hybrid Pruning" (arXiv 2508.16232)
+and the recipes it builds on:
+- Speaker verification (SV): train on VoxCeleb2-dev, test on the VoxCeleb1
+  trial lists O / E / H. Training uses random 3-s crops; MUSAN noise/babble/
+  music and RIR reverberation are applied with probability 0.6. Evaluation
+  embeds full utterances and scores trials by cosine similarity.
+- Anti-spoofing (CM): train on ASVspoof5 train, validate on dev, test on eval
+  (track 1), with 3-s crops; or ASVspoof 2019 LA.
+
+Dataset layouts (what `prepare_data(name, data_root)` expects):
+- vox1:  data_root/wav/idXXXXX/<video>/<utt>.wav, plus veri_test2.txt (Vox1-O)
+         in data_root. Lines are "label enroll test", paths relative to wav/.
+         Training speakers are those in no test trial (= VoxCeleb1-dev when
+         the dev and test zips are unpacked into the same wav/ folder).
+- vox2:  data_root/voxceleb2/dev/{wav,aac}/idXXXXX/<video>/<utt>.{wav,m4a}
+         for training, and data_root/voxceleb1/ laid out as for vox1 for the
+         tests (whichever of veri_test2.txt, list_test_all2.txt,
+         list_test_hard2.txt exist). Pass vox1_root= to put VoxCeleb1
+         elsewhere. The original VoxCeleb2 release is .m4a: if ffmpeg is on
+         PATH it is converted once to dev/wav/ (16 kHz mono), else we stop
+         and print the command that converts it.
+- asvspoof5:    data_root/flac_T/, flac_D/, flac_E_eval/ and the protocols
+         ASVspoof5.train.tsv, ASVspoof5.dev.track_1.tsv and (if released to
+         you) ASVspoof5.eval.track_1.tsv: 10 space-separated columns
+         speaker file gender codec codec_q codec_seed attack_tag attack_label key tmp.
+- asvspoof2019: data_root (the LA/ folder) with ASVspoof2019_LA_{train,dev,eval}/flac/
+         and ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt, in data_root
+         or data_root/ASVspoof2019_LA_cm_protocols/. 5 columns:
+         speaker file - attack key.
+- toy / toy_spoof: generated on first use (see toy_corpus.py) into
+         cache_dir (default $INSITU_PRUNING_CACHE or ~/.cache/insitu_pruning),
+         in the vox1 / asvspoof5 layouts, and then parsed by those loaders.
+
+Labels: SV class = speaker index (speakers sorted by id); CM class 1 = bona
+fide, 0 = spoof, so that a higher score always means "target / bona fide".
+"""
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from toy_corpus import make_toy_cm, make_toy_sv  # re-exported for train.py
+
+SAMPLE_RATE = 16000
+VOX1_TRIALS = {"vox1_o": "veri_test2.txt", "vox1_e": "list_test_all2.txt",
+               "vox1_h": "list_test_hard2.txt"}
+
+# ----------------------------------------------------------------------------
+# audio I/O
+
+_resample_noticed = set()
+
+
+def _read(path, start=0, stop=None):
+    """soundfile read -> (mono float32 numpy, sample rate); any failure becomes
+    an error that names the file, since a bad file deep inside a 1M-file
+    corpus is otherwise hard to find."""
+    try:
+        x, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot read audio file {path}: {e}") from e
+    if x.shape[0] == 0 and stop is None:
+        raise RuntimeError(f"audio file {path} is empty")
+    return x.mean(axis=1), sr           # average channels to mono
+
+
+def _resample(x, sr, target_sr, path):
+    if sr == target_sr:
+        return x
+    if sr not in _resample_noticed:     # one line per rate, not one per file
+        _resample_noticed.add(sr)
+        print(f"note: resampling {sr} Hz audio to {target_sr} Hz (first: {path})")
+    return torchaudio.functional.resample(x, sr, target_sr)
+
+
+def load_audio(path, target_sr=SAMPLE_RATE):
+    """Whole file as a mono float32 tensor (S,) at target_sr."""
+    x, sr = _read(path)
+    return _resample(torch.from_numpy(x), sr, target_sr, path)
+
+
+def _info(path):
+    try:
+        return sf.info(path)
+    except Exception as e:
+        raise RuntimeError(f"cannot read audio file {path}: {e}") from e
+
+# ----------------------------------------------------------------------------
+# what train.py gets: DataSpec
+
+
+@dataclass
+class DataSpec:
+    """Everything train.py needs about a dataset.
+
+    task          "sv" or "cm".
+    train_items   [(absolute path, class index)].
+    num_classes   speakers (SV) or 2 (CM).
+    class_names   class index -> speaker id, or ["spoof", "bonafide"].
+    root          the folder that was parsed.
+    SV only:
+      trial_lists  name -> trial file, e.g. {"vox1_o": ".../veri_test2.txt"}.
+      eval_root    the folder that trial paths are relative to (".../wav").
+      trials       name -> [(label 1/0, enroll rel path, test rel path)], parsed
+                   and checked against the files on disk.
+    CM only:
+      protocols    split -> protocol file ("train", "dev", "eval").
+      dev_items    [(path, 1 bona fide / 0 spoof)] for validation during training.
+      eval_items   the same for the test split (empty if there is no eval protocol).
+      eval_attacks attack label per eval item ("bonafide" for bona fide).
+      unseen_attacks  attacks in eval that never occur in train.
+    """
+    name: str
+    task: str
+    train_items: list
+    num_classes: int
+    class_names: list
+    root: str
+    trial_lists: dict = field(default_factory=dict)
+    eval_root: str = ""
+    trials: dict = field(default_factory=dict)
+    protocols: dict = field(default_factory=dict)
+    dev_items: list = field(default_factory=list)
+    eval_items: list = field(default_factory=list)
+    eval_attacks: list = field(default_factory=list)
+    unseen_attacks: list = field(default_factory=list)
+
+    def eval_names(self):
+        """Names of the evaluation sets, e.g. ["vox1_o", "vox1_e", "vox1_h"] or
+        ["dev", "eval", "eval_unseen"] (the last only when eval mixes seen and
+        unseen attacks, so that it differs from "eval")."""
+        if self.task == "sv":
+            return list(self.trials)
+        names = ["dev"] + (["eval"] if self.eval_items else [])
+        seen = {a for a in self.eval_attacks if a != "bonafide" and a not in self.unseen_attacks}
+        if self.unseen_attacks and seen:
+            names.append("eval_unseen")
+        return names
+
+    @property
+    def valid_name(self):
+        """The set for periodic evaluation during training (never CM eval)."""
+        return self.eval_names()[0]
+
+    @property
+    def test_name(self):
+        """The set whose EER goes into the final report."""
+        return self.eval_names()[0] if self.task == "sv" else ("eval" if self.eval_items else "dev")
+
+    def sv_trials(self, name):
+        """[(label, enroll abs path, test abs path)] for one trial list."""
+        return [(y, os.path.join(self.eval_root, a), os.path.join(self.eval_root, b))
+                for y, a, b in self.trials[name]]
+
+    def cm_items(self, name):
+        """[(path, label)] for "dev", "eval" or "eval_unseen" (bona fide +
+        the unseen attacks only)."""
+        if name == "dev":
+            return list(self.dev_items)
+        if name == "eval":
+            return list(self.eval_items)
+        if name == "eval_unseen":
+            keep = set(self.unseen_attacks) | {"bonafide"}
+            return [it for it, a in zip(self.eval_items, self.eval_attacks) if a in keep]
+        raise KeyError(f"unknown CM evaluation set {name!r}; have {self.eval_names()}")
+
+    def eval_paths(self, name=None):
+        """Sorted unique audio files of one evaluation set (or all of them):
+        embed each once, then score trials / items from the cache."""
+        names = [name] if name else self.eval_names()
+        paths = set()
+        for n in names:
+            if self.task == "sv":
+                paths.update(p for _, a, b in self.sv_trials(n) for p in (a, b))
+            else:
+                paths.update(p for p, _ in self.cm_items(n))
+        return sorted(paths)
+
+# ----------------------------------------------------------------------------
+# layout parsers
+
+
+def _need_dir(path, what):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"folder not found: {path}\nexpected there: {what}")
+
+
+def _scan(root, ext):
+    """Relative paths spk/video/utt.ext of a VoxCeleb-style tree (sorted)."""
+    out = []
+    for spk in sorted(os.listdir(root)):
+        sdir = os.path.join(root, spk)
+        if not os.path.isdir(sdir):
+            continue
+        for vid in sorted(os.listdir(sdir)):
+            vdir = os.path.join(sdir, vid)
+            if os.path.isdir(vdir):
+                out += [f"{spk}/{vid}/{u}" for u in sorted(os.listdir(vdir)) if u.endswith(ext)]
+    return out
+
+
+def read_trials(path, available):
+    """Parse a VoxCeleb trial list; every file must be in `available`."""
+    trials = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != 3 or cols[0] not in ("0", "1"):
+                raise ValueError(f"{path}, line {n}: expected 'label enroll test' with label 0/1, "
+                                 f"got {line.strip()!r}")
+            for p in cols[1:]:
+                if p not in available:
+                    raise FileNotFoundError(f"{path}, line {n}: trial names {p}, which is not in "
+                                            f"the audio folder")
+            trials.append((int(cols[0]), cols[1], cols[2]))
+    return trials
+
+
+def _speaker_items(root, rels):
+    """[(abs path, speaker index)] and the sorted speaker list."""
+    speakers = sorted({r.split("/")[0] for r in rels})
+    index = {s: i for i, s in enumerate(speakers)}
+    return [(os.path.join(root, r), index[r.split("/")[0]]) for r in rels], speakers
+
+
+def _vox1_eval(root, names):
+    """Parse the VoxCeleb1 test side: (wav root, set of its files, trial lists)."""
+    wav = os.path.join(root, "wav")
+    _need_dir(wav, "VoxCeleb1 audio as wav/idXXXXX/<video>/<utt>.wav "
+                   "(vox1_dev_wav and vox1_test_wav unpacked together) and the trial lists "
+                   f"{', '.join(VOX1_TRIALS.values())} next to wav/")
+    available = set(_scan(wav, ".wav"))
+    lists = {k: os.path.join(root, VOX1_TRIALS[k]) for k in names
+             if os.path.isfile(os.path.join(root, VOX1_TRIALS[k]))}
+    if not lists:
+        raise FileNotFoundError(f"no trial list in {root}: expected one of "
+                                f"{', '.join(VOX1_TRIALS[k] for k in names)}")
+    trials = {k: read_trials(p, available) for k, p in lists.items()}
+    return wav, available, lists, trials
+
+
+def load_vox1(root, name="vox1"):
+    """VoxCeleb1: train on the speakers of no Vox1-O trial, evaluate on Vox1-O.
+    (Vox1-E/H use all 1,251 speakers, so they cannot be combined with
+    VoxCeleb1 training; they are used with vox2.)"""
+    wav, available, lists, trials = _vox1_eval(root, ["vox1_o"])
+    test_spk = {p.split("/")[0] for t in trials.values() for _, a, b in t for p in (a, b)}
+    train = [r for r in sorted(available) if r.split("/")[0] not in test_spk]
+    if not train:
+        raise ValueError(f"{wav}: every speaker appears in a test trial, nothing left to train on")
+    items, speakers = _speaker_items(wav, train)
+    return DataSpec(name, "sv", items, len(speakers), speakers, root,
+                    trial_lists=lists, eval_root=wav, trials=trials)
+
+
+def _convert_m4a(src, dst):
+    """VoxCeleb2 .m4a -> 16-kHz mono wav with ffmpeg, resumable: each file is
+    written under a temporary name and renamed; a marker ends the job."""
+    rels = _scan(src, ".m4a")
+    print(f"converting {len(rels)} VoxCeleb2 .m4a files to 16-kHz wav in {dst} (one-off) ...")
+
+    def one(rel):
+        out = os.path.join(dst, rel[:-4] + ".wav")
+        if os.path.exists(out):
+            return
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", os.path.join(src, rel),
+                        "-ac", "1", "-ar", str(SAMPLE_RATE), out + ".tmp.wav"], check=True)
+        os.replace(out + ".tmp.wav", out)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(one, rels))
+    open(os.path.join(dst, ".converted"), "w").close()
+
+
+def load_vox2(root, vox1_root=None, name="vox2"):
+    """VoxCeleb2-dev for training, VoxCeleb1 O/E/H for testing (the paper)."""
+    v2 = os.path.join(root, "voxceleb2") if os.path.isdir(os.path.join(root, "voxceleb2")) else root
+    dev = os.path.join(v2, "dev")
+    _need_dir(dev, "VoxCeleb2 dev set as dev/aac/idXXXXX/<video>/<utt>.m4a (original) or "
+                   "dev/wav/idXXXXX/<video>/<utt>.wav (converted)")
+    wav_dir, aac_dir = os.path.join(dev, "wav"), os.path.join(dev, "aac")
+    done = os.path.exists(os.path.join(wav_dir, ".converted"))
+    if not done and os.path.isdir(aac_dir) and _scan(aac_dir, ".m4a"):
+        if shutil.which("ffmpeg"):
+            _convert_m4a(aac_dir, wav_dir)                   # skips files already converted
+        elif not (os.path.isdir(wav_dir) and _scan(wav_dir, ".wav")) and not _scan(aac_dir, ".wav"):
+            raise RuntimeError(
+                f"{aac_dir} holds .m4a audio, which soundfile cannot read. Install ffmpeg and rerun "
+                "(it is then converted once), or convert it yourself to "
+                f"{wav_dir}/idXXXXX/<video>/<utt>.wav, e.g.\n"
+                f"  cd {aac_dir} && find . -name '*.m4a' | while read f; do "
+                f"mkdir -p \"{wav_dir}/$(dirname \"$f\")\"; "
+                f"ffmpeg -nostdin -loglevel error -i \"$f\" -ac 1 -ar 16000 "
+                f"\"{wav_dir}/${{f%.m4a}}.wav\"; done")
+    # Converted copy in dev/wav/, or wav files converted in place inside dev/aac/.
+    rels = _scan(wav_dir, ".wav") if os.path.isdir(wav_dir) else []
+    if not rels and os.path.isdir(aac_dir):
+        wav_dir, rels = aac_dir, _scan(aac_dir, ".wav")
+    if not rels:
+        raise FileNotFoundError(f"no audio under {dev}: expected aac/ or wav/ with idXXXXX/<video>/<utt>")
+    v1 = vox1_root or os.path.join(root, "voxceleb1")
+    _need_dir(v1, "VoxCeleb1 for the tests (wav/ + veri_test2.txt, list_test_all2.txt, "
+                  "list_test_hard2.txt); put it at <data_root>/voxceleb1 or pass vox1_root")
+    eval_wav, _, lists, trials = _vox1_eval(v1, list(VOX1_TRIALS))
+    items, speakers = _speaker_items(wav_dir, rels)
+    return DataSpec(name, "sv", items, len(speakers), speakers, root,
+                    trial_lists=lists, eval_root=eval_wav, trials=trials)
+
+
+def read_protocol(path, ncols, audio_dir, ext=".flac"):
+    """Parse a CM protocol: [(path, 1 bona fide / 0 spoof)] and attack labels.
+    Column counts and file existence are checked line by line."""
+    present = set(os.listdir(audio_dir))
+    items, attacks = [], []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != ncols:
+                raise ValueError(f"{path}, line {n}: expected {ncols} columns, got {len(cols)}: "
+                                 f"{line.strip()!r}")
+            # ASVspoof5: ... attack_tag attack_label key tmp; 2019: ... attack key
+            fid, attack, key = (cols[1], cols[7], cols[8]) if ncols == 10 else (cols[1], cols[3], cols[4])
+            if key not in ("bonafide", "spoof"):
+                raise ValueError(f"{path}, line {n}: key must be bonafide or spoof, got {key!r}")
+            if fid + ext not in present:
+                raise FileNotFoundError(f"{path}, line {n}: {fid}{ext} is not in {audio_dir}")
+            items.append((os.path.join(audio_dir, fid + ext), int(key == "bonafide")))
+            attacks.append("bonafide" if key == "bonafide" else attack)
+    return items, attacks
+
+
+def _load_cm(name, root, splits, ncols):
+    """Shared by ASVspoof5 and 2019: splits = {split: (protocol, audio dir)}."""
+    _need_dir(root, "the protocols " + ", ".join(os.path.basename(p) for p, _ in splits.values())
+              + " and the folders " + ", ".join(os.path.relpath(d, root) for _, d in splits.values()))
+    parsed, protocols = {}, {}
+    for split, (proto, audio) in splits.items():
+        if not os.path.isfile(proto):
+            if split == "eval":                              # keys released late: optional
+                continue
+            raise FileNotFoundError(f"protocol file not found: {proto}")
+        _need_dir(audio, f"the {split} audio named in {os.path.basename(proto)}")
+        parsed[split], protocols[split] = read_protocol(proto, ncols, audio), proto
+    (train, train_att), (dev, _) = parsed["train"], parsed["dev"]
+    ev, ev_att = parsed.get("eval", ([], []))
+    seen = set(train_att)
+    unseen = sorted({a for a in ev_att if a != "bonafide" and a not in seen})
+    return DataSpec(name, "cm", train, 2, ["spoof", "bonafide"], root, protocols=protocols,
+                    dev_items=dev, eval_items=ev, eval_attacks=ev_att, unseen_attacks=unseen)
+
+
+def load_asvspoof5(root, name="asvspoof5"):
+    j = lambda *p: os.path.join(root, *p)
+    return _load_cm(name, root, {"train": (j("ASVspoof5.train.tsv"), j("flac_T")),
+                                 "dev": (j("ASVspoof5.dev.track_1.tsv"), j("flac_D")),
+                                 "eval": (j("ASVspoof5.eval.track_1.tsv"), j("flac_E_eval"))}, 10)
+
+
+def load_asvspoof2019(root, name="asvspoof2019"):
+    pdir = os.path.join(root, "ASVspoof2019_LA_cm_protocols")
+    pdir = pdir if os.path.isdir(pdir) else root
+    splits = {s: (os.path.join(pdir, f"ASVspoof2019.LA.cm.{s}.{t}.txt"),
+                  os.path.join(root, f"ASVspoof2019_LA_{s}", "flac"))
+              for s, t in (("train", "trn"), ("dev", "trl"), ("eval", "trl"))}
+    return _load_cm(name, root, splits, 5)
+
+
+def default_cache_dir():
+    return os.environ.get("INSITU_PRUNING_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "insitu_pruning"))
+
+
+def prepare_data(name, data_root=None, cache_dir=None, seed=0, toy_size="default", vox1_root=None):
+    """Parse (or, for toy sets, generate then parse) a dataset -> DataSpec.
+
+    name       toy | toy_spoof | vox1 | vox2 | asvspoof5 | asvspoof2019
+    data_root  the dataset folder (layouts in the module docstring); not used
+               by the toy sets.
+    cache_dir  where toy corpora live (default: $INSITU_PRUNING_CACHE or
+               ~/.cache/insitu_pruning), one folder per (kind, seed, size).
+    seed       the toy corpus seed: the same seed gives the same corpus.
+    toy_size   "default" (sized for the 10-minute CPU recipe) or "tiny" (tests).
+    vox1_root  vox2 only: VoxCeleb1 folder if not data_root/voxceleb1.
+    """
+    if name in ("toy", "toy_spoof"):
+        sv = name == "toy"
+        sub = f"toy_{'sv' if sv else 'cm'}_seed{seed}" + ("" if toy_size == "default" else f"_{toy_size}")
+        root = os.path.join(cache_dir or default_cache_dir(), sub)
+        (make_toy_sv if sv else make_toy_cm)(root, seed, toy_size)
+        return load_vox1(root, name) if sv else load_asvspoof5(root, name)
+    loaders = {"vox1": load_vox1, "vox2": load_vox2, "asvspoof5": load_asvspoof5,
+               "asvspoof2019": load_asvspoof2019}
+    if name not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; choose from toy, toy_spoof, {', '.join(loaders)}")
+    if not data_root:
+        raise ValueError(f"--data {name} needs --data-root (the dataset folder)")
+    data_root = os.path.abspath(os.path.expanduser(data_root))
+    if name == "vox2":
+        return load_vox2(data_root, vox1_root)
+    return loaders[name](data_root)
+
+# ----------------------------------------------------------------------------
+# training crops and augmentation
+
+
+def _list_wavs(folder):
+    out = []
+    for d, _, files in os.walk(folder):
+        out += [os.path.join(d, f) for f in files if f.endswith((".wav", ".flac"))]
+    return sorted(out)
+
+
+def _fit(x, n, rng):
+    """Exactly n samples: a random window of a long signal, or the signal
+    repeated (tiled) when it is short; repeating keeps the statistics of
+    speech, where zero padding would teach the model about silence."""
+    if len(x) < n:
+        x = x.repeat(n // len(x) + 1)
+    start = int(rng.integers(0, len(x) - n + 1))
+    return x[start:start + n]
+
+
+class Augmenter:
+    """MUSAN additive noise and RIR reverberation, as in the SV recipes
+    (Kaldi/wespeaker style): with probability p, one of the available kinds.
+
+    musan_dir  MUSAN root with noise/, speech/ and music/ sub-folders.
+    rir_dir    a folder of room impulse responses (e.g. RIRS_NOISES/simulated_rirs).
+    All randomness comes from the numpy Generator passed to __call__, so a
+    crop's augmentation is as reproducible as the crop itself.
+    """
+    SNR = {"noise": (0, 15), "speech": (13, 20), "music": (5, 15)}   # dB, Kaldi's ranges
+    BABBLE = (3, 7)                                                  # speakers summed for "speech"
+
+    def __init__(self, musan_dir=None, rir_dir=None, p=0.6):
+        self.p, self.noises, self.rirs = p, {}, []
+        if musan_dir:
+            _need_dir(musan_dir, "MUSAN with noise/, speech/ and music/ sub-folders")
+            for kind in self.SNR:
+                files = _list_wavs(os.path.join(musan_dir, kind))
+                if files:
+                    self.noises[kind] = files
+            if not self.noises:
+                raise FileNotFoundError(f"no .wav under {musan_dir}/{{noise,speech,music}}")
+        if rir_dir:
+            _need_dir(rir_dir, "room impulse responses as .wav files")
+            self.rirs = _list_wavs(rir_dir)
+            if not self.rirs:
+                raise FileNotFoundError(f"no .wav under {rir_dir}")
+        self.kinds = list(self.noises) + (["reverb"] if self.rirs else [])
+
+    def __call__(self, wave, rng):
+        if not self.kinds or rng.random() >= self.p:
+            return wave
+        kind = self.kinds[rng.integers(len(self.kinds))]
+        if kind == "reverb":
+            return self.reverb(wave, load_audio(self.rirs[rng.integers(len(self.rirs))]))
+        files = self.noises[kind]
+        count = int(rng.integers(self.BABBLE[0], self.BABBLE[1] + 1)) if kind == "speech" else 1
+        noise = sum(_fit(load_audio(files[rng.integers(len(files))]), len(wave), rng)
+                    for _ in range(count))
+        snr = rng.uniform(*self.SNR[kind])
+        p_s, p_n = wave.pow(2).mean() + 1e-8, noise.pow(2).mean() + 1e-8
+        return wave + noise * torch.sqrt(p_s / (p_n * 10 ** (snr / 10)))
+
+    @staticmethod
+    def reverb(wave, rir):
+        """Convolve with a RIR aligned on its direct path (so the speech is not
+        delayed), and keep the original power."""
+        rir = rir[int(rir.abs().argmax()):]
+        rir = rir / (rir.norm() + 1e-8)
+        n = len(wave) + len(rir) - 1
+        y = torch.fft.irfft(torch.fft.rfft(wave, n) * torch.fft.rfft(rir, n), n)[:len(wave)]
+        return y * (wave.pow(2).mean() / (y.pow(2).mean() + 1e-8)).sqrt()
+
+
+class TrainCrops(torch.utils.data.Dataset):
+    """Random fixed-length crops for training, (wave (S,), label).
+
+    The crop and its augmentation are drawn from numpy default_rng([seed,
+    epoch, i]): independent of worker count, order and process, so resuming
+    mid-epoch (or another DDP rank) reproduces exactly the same examples.
+    Call set_epoch(e) at the start of every epoch.
+    """
+
+    def __init__(self, items, crop_seconds=3.0, seed=0, augment=None):
+        self.items, self.seed, self.augment, self.epoch = list(items), seed, augment, 0
+        self.n = int(round(crop_seconds * SAMPLE_RATE))
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        info = _info(path)
+        if info.samplerate == SAMPLE_RATE and info.frames > self.n:
+            # Read only the crop: VoxCeleb utterances average 8 s, we need 3.
+            start = int(rng.integers(0, info.frames - self.n + 1))
+            x, _ = _read(path, start, start + self.n)
+            wave = torch.from_numpy(x)
+            if len(wave) < self.n:                           # header lied about the length
+                raise RuntimeError(f"audio file {path} is shorter than its header says")
+        else:
+            wave = _fit(load_audio(path), self.n, rng)
+        if self.augment is not None:
+            wave = self.augment(wave, rng)
+        return wave, label
+
+
+class EvalUtterances(torch.utils.data.Dataset):
+    """Full utterances for evaluation, (wave (S,), index into paths)."""
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return load_audio(self.paths[i]), i
+
+
+def collate_pad(batch):
+    """[(wave, label)] -> (waves (B, S_max) zero-padded, lengths (B,), labels (B,)).
+    Models mask the padding using `lengths`."""
+    waves, labels = zip(*batch)
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for b, w in enumerate(waves):
+        out[b, :len(w)] = w
+    return out, lengths, torch.tensor(labels, dtype=torch.long)

@@ -1,0 +1,398 @@
+"""Tests for data.py and toy_corpus.py: layout parsers and their errors on
+small fake trees, audio checks, crops, augmentation, collation, toy corpora."""
+
+import filecmp
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import data
+import toy_corpus
+
+SR = data.SAMPLE_RATE
+
+
+def write(path, seconds=1.0, sr=SR, channels=1, seed=0):
+    """A random-noise audio file (wav or flac by extension); returns the samples."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    x = (np.random.default_rng(seed).uniform(-0.5, 0.5, (int(seconds * sr), channels))).astype(np.float32)
+    sf.write(path, x, sr, subtype="PCM_16")
+    return sf.read(path, dtype="float32", always_2d=True)[0]
+
+
+def vox1_tree(root, train=("id10001", "id10002"), test=("id10270", "id10271")):
+    for i, spk in enumerate(train + test):
+        for v in ("vidA", "vidB"):
+            for u in (1, 2):
+                write(os.path.join(root, "wav", spk, v, f"{u:05d}.wav"), 0.5, seed=i)
+    lines = [f"1 {test[0]}/vidA/00001.wav {test[0]}/vidB/00001.wav",
+             f"0 {test[0]}/vidA/00001.wav {test[1]}/vidA/00002.wav",
+             f"1 {test[1]}/vidA/00001.wav {test[1]}/vidB/00002.wav"]
+    with open(os.path.join(root, "veri_test2.txt"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return lines
+
+
+# ----------------------------------------------------------------------------
+# audio
+
+
+def test_load_audio_mono_average(tmp_path):
+    x = write(str(tmp_path / "st.wav"), 0.1, channels=2)
+    y = data.load_audio(str(tmp_path / "st.wav"))
+    assert y.dtype == torch.float32 and y.shape == (x.shape[0],)
+    assert torch.allclose(y, torch.from_numpy(x.mean(1)))
+
+
+def test_wrong_sample_rate_is_resampled_with_one_notice(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "_resample_noticed", set())
+    write(str(tmp_path / "a.wav"), 0.5, sr=8000)
+    write(str(tmp_path / "b.wav"), 0.25, sr=8000)
+    a = data.load_audio(str(tmp_path / "a.wav"))
+    b = data.load_audio(str(tmp_path / "b.wav"))
+    assert a.shape == (8000,) and b.shape == (4000,)
+    out = capsys.readouterr().out
+    assert out.count("resampling 8000 Hz") == 1 and "a.wav" in out
+
+
+def test_corrupt_and_empty_audio_name_the_file(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00garbage" * 10)
+    with pytest.raises(RuntimeError, match="broken.wav"):
+        data.load_audio(str(bad))
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), SR)
+    with pytest.raises(RuntimeError, match="empty.wav"):
+        data.load_audio(str(tmp_path / "empty.wav"))
+    # TrainCrops reads only headers + a slice: a corrupt file must still be named.
+    with pytest.raises(RuntimeError, match="broken.wav"):
+        data.TrainCrops([(str(bad), 0)], 0.5)[0]
+
+
+# ----------------------------------------------------------------------------
+# VoxCeleb
+
+
+def test_vox1_layout(tmp_path):
+    vox1_tree(str(tmp_path))
+    spec = data.prepare_data("vox1", str(tmp_path))
+    assert spec.task == "sv" and spec.class_names == ["id10001", "id10002"]
+    assert spec.num_classes == 2 and len(spec.train_items) == 8
+    assert {l for _, l in spec.train_items} == {0, 1}
+    assert all(os.path.isfile(p) and "/id1000" in p for p, _ in spec.train_items)
+    assert spec.eval_names() == ["vox1_o"] and spec.valid_name == spec.test_name == "vox1_o"
+    trials = spec.sv_trials("vox1_o")
+    assert [t[0] for t in trials] == [1, 0, 1]
+    assert trials[0][1] == os.path.join(str(tmp_path), "wav", "id10270", "vidA", "00001.wav")
+    paths = spec.eval_paths()
+    assert len(paths) == 5 and paths == sorted(paths) and all(os.path.isfile(p) for p in paths)
+
+
+def test_vox1_missing_folder_and_trials(tmp_path):
+    with pytest.raises(FileNotFoundError, match="wav"):
+        data.load_vox1(str(tmp_path / "nowhere"))
+    vox1_tree(str(tmp_path))
+    os.remove(tmp_path / "veri_test2.txt")
+    with pytest.raises(FileNotFoundError, match="veri_test2.txt"):
+        data.load_vox1(str(tmp_path))
+
+
+def test_trial_naming_missing_file(tmp_path):
+    vox1_tree(str(tmp_path))
+    with open(tmp_path / "veri_test2.txt", "a") as fh:
+        fh.write("0 id10270/vidA/00001.wav id10271/vidZ/00009.wav\n")
+    with pytest.raises(FileNotFoundError, match=r"line 4.*id10271/vidZ/00009.wav"):
+        data.load_vox1(str(tmp_path))
+
+
+def test_malformed_trial_line(tmp_path):
+    vox1_tree(str(tmp_path))
+    with open(tmp_path / "veri_test2.txt", "a") as fh:
+        fh.write("1 id10270/vidA/00001.wav\n")
+    with pytest.raises(ValueError, match="veri_test2.txt, line 4"):
+        data.load_vox1(str(tmp_path))
+
+
+def test_prepare_data_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="data-root"):
+        data.prepare_data("vox1")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.prepare_data("librispeech", str(tmp_path))
+
+
+def test_vox2_layout_with_vox1_tests(tmp_path):
+    v2 = tmp_path / "voxceleb2" / "dev" / "wav"
+    for i, spk in enumerate(["id00012", "id00015", "id00019"]):
+        write(str(v2 / spk / "vid" / "00001.wav"), 0.3, seed=i)
+    lines = vox1_tree(str(tmp_path / "voxceleb1"))
+    for f in ("list_test_all2.txt", "list_test_hard2.txt"):
+        (tmp_path / "voxceleb1" / f).write_text(lines[0] + "\n" + lines[1] + "\n")
+    spec = data.prepare_data("vox2", str(tmp_path))
+    assert spec.class_names == ["id00012", "id00015", "id00019"] and spec.num_classes == 3
+    assert spec.eval_names() == ["vox1_o", "vox1_e", "vox1_h"]
+    assert spec.eval_root == str(tmp_path / "voxceleb1" / "wav")
+    assert len(spec.sv_trials("vox1_e")) == 2
+    # VoxCeleb1 somewhere else: vox1_root.
+    os.rename(tmp_path / "voxceleb1", tmp_path / "v1elsewhere")
+    with pytest.raises(FileNotFoundError, match="voxceleb1"):
+        data.prepare_data("vox2", str(tmp_path))
+    spec = data.prepare_data("vox2", str(tmp_path), vox1_root=str(tmp_path / "v1elsewhere"))
+    assert spec.eval_root == str(tmp_path / "v1elsewhere" / "wav")
+
+
+def test_vox2_m4a_without_ffmpeg_explains_conversion(tmp_path, monkeypatch):
+    aac = tmp_path / "voxceleb2" / "dev" / "aac" / "id00012" / "vid"
+    aac.mkdir(parents=True)
+    (aac / "00001.m4a").write_bytes(b"\x00" * 100)
+    vox1_tree(str(tmp_path / "voxceleb1"))
+    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"m4a.*ffmpeg"):
+        data.prepare_data("vox2", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="dev"):
+        data.prepare_data("vox2", str(tmp_path / "empty"))
+
+
+# ----------------------------------------------------------------------------
+# ASVspoof
+
+
+def asv5_tree(root, with_eval=True):
+    rows = {"train": [("bonafide", "-"), ("spoof", "A01"), ("spoof", "A02")],
+            "dev": [("bonafide", "-"), ("spoof", "A01")],
+            "eval": [("bonafide", "-"), ("spoof", "A01"), ("spoof", "A17"), ("bonafide", "-")]}
+    names = {"train": ("T", "flac_T", "ASVspoof5.train.tsv"),
+             "dev": ("D", "flac_D", "ASVspoof5.dev.track_1.tsv"),
+             "eval": ("E", "flac_E_eval", "ASVspoof5.eval.track_1.tsv")}
+    for split, (p, folder, proto) in names.items():
+        if split == "eval" and not with_eval:
+            continue
+        lines = []
+        for k, (key, attack) in enumerate(rows[split]):
+            fid = f"{p}_{k:010d}"
+            write(os.path.join(root, folder, fid + ".flac"), 0.2, seed=k)
+            label = "bonafide" if key == "bonafide" else attack
+            lines.append(f"{p}_0001 {fid} F - - - {'-' if key == 'bonafide' else 'AC1'} {label} {key} -")
+        with open(os.path.join(root, proto), "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def test_asvspoof5_layout(tmp_path):
+    asv5_tree(str(tmp_path))
+    spec = data.prepare_data("asvspoof5", str(tmp_path))
+    assert spec.task == "cm" and spec.num_classes == 2 and spec.class_names == ["spoof", "bonafide"]
+    assert [l for _, l in spec.train_items] == [1, 0, 0]
+    assert spec.train_items[0][0] == str(tmp_path / "flac_T" / "T_0000000000.flac")
+    assert [l for _, l in spec.dev_items] == [1, 0]
+    assert spec.eval_attacks == ["bonafide", "A01", "A17", "bonafide"]
+    assert spec.unseen_attacks == ["A17"]
+    assert spec.eval_names() == ["dev", "eval", "eval_unseen"]
+    assert spec.valid_name == "dev" and spec.test_name == "eval"
+    unseen = spec.cm_items("eval_unseen")
+    assert [os.path.basename(p) for p, _ in unseen] == \
+        ["E_0000000000.flac", "E_0000000002.flac", "E_0000000003.flac"]
+    assert len(spec.eval_paths()) == 6 and len(spec.eval_paths("dev")) == 2
+
+
+def test_asvspoof5_without_eval_keys(tmp_path):
+    asv5_tree(str(tmp_path), with_eval=False)
+    spec = data.prepare_data("asvspoof5", str(tmp_path))
+    assert spec.eval_names() == ["dev"] and spec.test_name == "dev" and spec.eval_items == []
+
+
+def test_asvspoof5_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.prepare_data("asvspoof5", str(tmp_path / "nowhere"))
+    asv5_tree(str(tmp_path))
+    proto = tmp_path / "ASVspoof5.dev.track_1.tsv"
+    good = proto.read_text()
+    proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof\n")      # 9 columns
+    with pytest.raises(ValueError, match=r"ASVspoof5.dev.track_1.tsv, line 3: expected 10 columns"):
+        data.prepare_data("asvspoof5", str(tmp_path))
+    proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof - x\n")  # 11 columns
+    with pytest.raises(ValueError, match=r"line 3: expected 10 columns, got 11"):
+        data.prepare_data("asvspoof5", str(tmp_path))
+    proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof -\n")    # missing file
+    with pytest.raises(FileNotFoundError, match=r"line 3: D_0000000009.flac"):
+        data.prepare_data("asvspoof5", str(tmp_path))
+    proto.write_text(good.replace("bonafide -", "genuine -", 1))
+    with pytest.raises(ValueError, match="line 1: key must be"):
+        data.prepare_data("asvspoof5", str(tmp_path))
+    proto.write_text(good)
+    os.rename(tmp_path / "flac_D", tmp_path / "flac_dev")
+    with pytest.raises(FileNotFoundError, match="flac_D"):
+        data.prepare_data("asvspoof5", str(tmp_path))
+
+
+def asv19_tree(root):
+    pdir = os.path.join(root, "ASVspoof2019_LA_cm_protocols")
+    os.makedirs(pdir)
+    for split, tag, rows in (("train", "trn", [("-", "bonafide"), ("A01", "spoof")]),
+                             ("dev", "trl", [("-", "bonafide"), ("A02", "spoof")]),
+                             ("eval", "trl", [("-", "bonafide"), ("A07", "spoof"), ("A01", "spoof")])):
+        lines = []
+        for k, (attack, key) in enumerate(rows):
+            fid = f"LA_{split[0].upper()}_{k:07d}"
+            write(os.path.join(root, f"ASVspoof2019_LA_{split}", "flac", fid + ".flac"), 0.2)
+            lines.append(f"LA_0079 {fid} - {attack} {key}")
+        with open(os.path.join(pdir, f"ASVspoof2019.LA.cm.{split}.{tag}.txt"), "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def test_asvspoof2019_layout_and_bad_line(tmp_path):
+    asv19_tree(str(tmp_path))
+    spec = data.prepare_data("asvspoof2019", str(tmp_path))
+    assert [l for _, l in spec.train_items] == [1, 0]
+    assert spec.train_items[1][0].endswith("ASVspoof2019_LA_train/flac/LA_T_0000001.flac")
+    assert spec.eval_attacks == ["bonafide", "A07", "A01"] and spec.unseen_attacks == ["A07"]
+    assert spec.eval_names() == ["dev", "eval", "eval_unseen"]
+    proto = tmp_path / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt"
+    proto.write_text("LA_0079 LA_T_0000000 - - bonafide\nLA_0079 LA_T_0000001 A01 spoof\n")
+    with pytest.raises(ValueError, match=r"train.trn.txt, line 2: expected 5 columns"):
+        data.prepare_data("asvspoof2019", str(tmp_path))
+
+
+# ----------------------------------------------------------------------------
+# crops, augmentation, collation
+
+
+def test_crops_are_deterministic_slices(tmp_path):
+    x = write(str(tmp_path / "long.wav"), 3.0)[:, 0]
+    items = [(str(tmp_path / "long.wav"), 7)]
+    a, b = data.TrainCrops(items, 1.0, seed=3), data.TrainCrops(items, 1.0, seed=3)
+    w1, label = a[0]
+    assert label == 7 and w1.shape == (SR,)
+    assert torch.equal(w1, b[0][0])                       # same (seed, epoch, i)
+    start = int(np.flatnonzero(np.all(
+        np.lib.stride_tricks.sliding_window_view(x, SR)[:, :8] == w1[:8].numpy(), axis=1))[0])
+    assert np.array_equal(x[start:start + SR], w1.numpy())  # a true slice of the file
+    a.set_epoch(1)
+    assert not torch.equal(a[0][0], w1)                   # a new epoch, a new crop
+    b.set_epoch(1)
+    assert torch.equal(a[0][0], b[0][0])
+    assert not torch.equal(data.TrainCrops(items, 1.0, seed=4)[0][0], w1)
+
+
+def test_short_clips_are_repeat_padded(tmp_path):
+    x = write(str(tmp_path / "short.wav"), 0.3)[:, 0]       # 4800 samples
+    w, _ = data.TrainCrops([(str(tmp_path / "short.wav"), 0)], 1.0)[0]
+    assert w.shape == (SR,)
+    assert torch.equal(w[:-4800], w[4800:])               # periodic with the clip length
+    k = int(np.flatnonzero(x == w[0].item())[0])
+    assert np.array_equal(np.roll(x, -k), w[:4800].numpy())
+
+
+def test_crops_of_resampled_audio(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_resample_noticed", set())
+    write(str(tmp_path / "8k.wav"), 2.0, sr=8000)
+    w, _ = data.TrainCrops([(str(tmp_path / "8k.wav"), 0)], 1.5)[0]
+    assert w.shape == (24000,)
+
+
+def test_augmenter(tmp_path):
+    write(str(tmp_path / "musan" / "noise" / "n1.wav"), 0.5, seed=1)
+    write(str(tmp_path / "musan" / "music" / "m1.wav"), 2.0, seed=2)
+    rir = np.zeros(800, np.float32)
+    rir[100], rir[300] = 1.0, 0.5
+    os.makedirs(tmp_path / "rirs")
+    sf.write(str(tmp_path / "rirs" / "r.wav"), rir, SR)
+    aug = data.Augmenter(str(tmp_path / "musan"), str(tmp_path / "rirs"), p=1.0)
+    assert sorted(aug.kinds) == ["music", "noise", "reverb"]
+    wave = torch.from_numpy(write(str(tmp_path / "s.wav"), 1.0, seed=9)[:, 0])
+    outs = [aug(wave, np.random.default_rng([0, 0, i])) for i in range(12)]
+    assert all(o.shape == wave.shape and not torch.equal(o, wave) for o in outs)
+    assert torch.equal(outs[5], aug(wave, np.random.default_rng([0, 0, 5])))
+    assert data.Augmenter(str(tmp_path / "musan"), p=0.0)(wave, np.random.default_rng(0)) is wave
+    # Reverb: aligned on the direct path, power kept.
+    y = data.Augmenter.reverb(wave, torch.from_numpy(rir))
+    assert torch.allclose(y.pow(2).mean(), wave.pow(2).mean(), rtol=1e-4)
+    assert torch.corrcoef(torch.stack([y, wave]))[0, 1] > 0.8
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.Augmenter(str(tmp_path / "nowhere"))
+
+
+def test_eval_utterances_and_collate(tmp_path):
+    paths = [str(tmp_path / f"{i}.wav") for i in range(3)]
+    for i, p in enumerate(paths):
+        write(p, 0.1 * (i + 1))
+    ds = data.EvalUtterances(paths)
+    waves, lengths, idx = data.collate_pad([ds[2], ds[0], ds[1]])
+    assert waves.shape == (3, 4800) and lengths.tolist() == [4800, 1600, 3200]
+    assert lengths.dtype == torch.long and idx.tolist() == [2, 0, 1]
+    assert torch.equal(waves[1, :1600], ds[0][0]) and not waves[1, 1600:].any()
+
+
+# ----------------------------------------------------------------------------
+# toy corpora
+
+
+def test_toy_generation_is_deterministic(tmp_path):
+    assert toy_corpus.SR == data.SAMPLE_RATE
+    for make in (toy_corpus.make_toy_sv, toy_corpus.make_toy_cm):
+        a, b, c = (str(tmp_path / f"{make.__name__}_{k}") for k in "abc")
+        make(a, seed=5, size="tiny")
+        make(b, seed=5, size="tiny")
+        make(c, seed=6, size="tiny")
+        files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs
+                       if f != toy_corpus.MARKER)
+        assert len(files) > 10
+        same, diff, err = filecmp.cmpfiles(a, b, files, shallow=False)
+        assert same == files, (diff, err)
+        same, _, _ = filecmp.cmpfiles(a, c, files, shallow=False)
+        assert not [f for f in same if f.endswith((".wav", ".flac"))]
+
+
+def test_toy_sets_parse_with_real_loaders(tmp_path):
+    sv = data.prepare_data("toy", cache_dir=str(tmp_path), seed=1, toy_size="tiny")
+    cfg = toy_corpus.SIZES["sv"]["tiny"]
+    assert sv.num_classes == cfg["train_spk"] and sv.eval_root.endswith("wav")
+    trials = sv.sv_trials("vox1_o")
+    assert sum(y for y, _, _ in trials) * 2 == len(trials) > 0      # balanced
+    test_spk = {p.split(os.sep)[-3] for _, a, b in trials for p in (a, b)}
+    assert not test_spk & set(sv.class_names)
+    for y, a, b in trials:                                   # targets: other session
+        assert (a.split(os.sep)[-3] == b.split(os.sep)[-3]) == bool(y)
+        assert a.split(os.sep)[-2] != b.split(os.sep)[-2]
+    x = data.load_audio(sv.train_items[0][0])
+    lo, hi = cfg["dur"]
+    assert lo * SR <= len(x) <= hi * SR and 0.05 < x.abs().max() <= 1
+
+    cm = data.prepare_data("toy_spoof", cache_dir=str(tmp_path), seed=1, toy_size="tiny")
+    assert cm.unseen_attacks == ["A03"] and cm.eval_names() == ["dev", "eval", "eval_unseen"]
+    assert {a for a in cm.eval_attacks} == {"bonafide", "A01", "A02", "A03"}
+    n_bona = sum(l for _, l in cm.train_items)
+    assert 0 < n_bona < len(cm.train_items)
+
+
+def test_interrupted_toy_generation_is_redone(tmp_path, monkeypatch):
+    root = str(tmp_path / "toy")
+    real, calls = toy_corpus.synthesize, []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt                      # "killed" mid-way
+        return real(*a, **k)
+
+    monkeypatch.setattr(toy_corpus, "synthesize", dying)
+    with pytest.raises(KeyboardInterrupt):
+        toy_corpus.make_toy_sv(root, 0, "tiny")
+    assert not os.path.exists(root)                      # nothing half-written in place
+    monkeypatch.setattr(toy_corpus, "synthesize", real)
+    info = toy_corpus.make_toy_sv(root, 0, "tiny")
+    assert info["counts"]["files"] == 24 and os.path.isfile(os.path.join(root, "veri_test2.txt"))
+    assert not [d for d in os.listdir(tmp_path) if ".tmp-" in d]
+    # A folder that is not ours is never deleted.
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(RuntimeError, match="no complete toy corpus"):
+        toy_corpus.make_toy_sv(str(other), 0, "tiny")
+    # A corpus from an older synthesizer version is rebuilt.
+    monkeypatch.setattr(toy_corpus, "VERSION", toy_corpus.VERSION + 1)
+    before = os.path.getmtime(os.path.join(root, toy_corpus.MARKER))
+    toy_corpus.make_toy_sv(root, 0, "tiny")
+    assert os.path.getmtime(os.path.join(root, toy_corpus.MARKER)) >= before
+    with open(os.path.join(root, toy_corpus.MARKER)) as fh:
+        assert '"version": %d' % (toy_corpus.VERSION) in fh.read()
