@@ -57,7 +57,7 @@ SV_RECIPE = dict(task="sv", ssl="wavlm_base_plus", epochs=12, steps=None, lr=1e-
                  mhfa_heads=32, mhfa_compression=128)
 CM_RECIPE = dict(SV_RECIPE, ssl="wavlm_base", epochs=5, lr=5e-6, final_lr=1e-7, lr_warmup_epochs=0,
                  grad_mult=0.01, sparsity_warmup=1.0, batch_size=64)
-TOY = dict(ssl="tiny", epochs=None, steps=900, lr=2e-3, final_lr=1e-4, lr_warmup_epochs=0.0,
+TOY = dict(ssl="tiny", epochs=None, steps=900, lr=2e-3, final_lr=1e-4, lr_warmup_epochs=2.0,
            grad_mult=1.0, batch_size=16, crop_seconds=2.0, sparsity_warmup=None, eval_every=300,
            mhfa_heads=8, mhfa_compression=64)
 RECIPES = {
@@ -83,11 +83,16 @@ def parse_args(argv=None):
     p.add_argument("--prune-units", default=",".join(PRUNE_UNITS), help=f"comma list from {PRUNE_UNITS}")
     p.add_argument("--sparsity-warmup", type=float, help="epochs over which the target rises from 0")
     p.add_argument("--sparsity-schedule", choices=["linear", "cosine"], default="linear")
+    p.add_argument("--size-estimate", choices=["deployed", "expected"], default="deployed",
+                   help="size in s_hat: the exported size with the expectation's gradient (default), "
+                        "or the paper's plain expectation (see model_size)")
     p.add_argument("--steps", type=int, help="total optimisation steps (overrides --epochs)")
     p.add_argument("--epochs", type=float)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float)
     p.add_argument("--final-lr", type=float)
+    p.add_argument("--lr-warmup-epochs", type=float, help="linear lr warm-up (epochs)")
+    p.add_argument("--weight-decay", type=float)
     p.add_argument("--reg-lr", type=float, help="lr of the gate logits and of the lambdas")
     p.add_argument("--grad-mult", type=float, help="gradient multiplier on the SSL features")
     p.add_argument("--head", choices=["mhfa", "asp"])
@@ -104,7 +109,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (0 = only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--grad-clip", type=float, default=5.0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)   # tests: simulate a crash
@@ -139,6 +144,25 @@ def target_at(step, warmup_steps, target, schedule="linear"):
     if schedule == "cosine":
         frac = 0.5 * (1.0 - math.cos(math.pi * frac))
     return target * frac
+
+
+def model_size(ssl: MaskedWavLM, estimate="deployed"):
+    """The size that enters s_hat, as (tensor for the loss, expected, deployed).
+
+    "expected" is the paper's E[#params], the mean over random gate draws. But the
+    model we export keeps round(E[L0]) units per group and drops whole blocks whose
+    gate rounds to 0; on a small model one head or block can move that count by
+    several percent. "deployed" therefore uses the VALUE of the exported size with the
+    GRADIENT of the expected size (a straight-through estimator): the multipliers then
+    steer the size we actually ship to the target, while the gates still receive the
+    smooth gradient of the expectation.
+    """
+    expected = ssl.expected_num_params(deterministic=False)
+    with torch.no_grad():
+        deployed = ssl.expected_num_params(deterministic=True)
+    if estimate == "expected":
+        return expected, expected, deployed
+    return expected + (deployed - expected).detach(), expected, deployed
 
 
 def lagrangian(expected_params, params0, target, lambdas):
@@ -464,7 +488,8 @@ def main(argv=None):
             waves, labels = waves.to(device), labels.to(device)
             with autocast(device, args.amp):
                 task_loss = train_model(waves, labels)
-            reg, s_hat = lagrangian(model.ssl.expected_num_params(), params0, target, lambdas)
+            size, expected, deployed = model_size(model.ssl, args.size_estimate)
+            reg, s_hat = lagrangian(size, params0, target, lambdas)
             loss = task_loss.float() + reg
             if not torch.isfinite(loss):
                 logger.print(f"error: loss is {loss.item()} at step {step}; stopping. The last good "
@@ -483,6 +508,7 @@ def main(argv=None):
             step += 1
 
             record = dict(step=step, loss=loss.item(), task_loss=task_loss.item(), s_hat=s_hat.item(),
+                          s_expected=1 - expected.item() / params0, s_deployed=1 - deployed.item() / params0,
                           target=target, lambda1=lambdas[0].item(), lambda2=lambdas[1].item(),
                           lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t_start, 2))
             logger.log(record, show=dict(loss=f"{record['task_loss']:.3f}", s=f"{record['s_hat']:.3f}",
@@ -568,7 +594,8 @@ def plot_training_curves(log_path, png_path):
     ax = fig.subplots(1, 3)
     ax[0].plot(steps, [r["task_loss"] for r in train], lw=0.8)
     ax[0].set(title="task loss", xlabel="step", ylabel="loss")
-    ax[1].plot(steps, [r["s_hat"] for r in train], label="expected sparsity $\\hat s$")
+    ax[1].plot(steps, [r["s_expected"] for r in train], label="expected sparsity $E[s]$")
+    ax[1].plot(steps, [r["s_deployed"] for r in train], label="deployed sparsity (eval masks)")
     ax[1].plot(steps, [r["target"] for r in train], "--", label="target $t$")
     ax[1].set(title="sparsity", xlabel="step", ylabel="fraction of SSL params removed", ylim=(0, 1))
     ax[1].legend(fontsize=8)
