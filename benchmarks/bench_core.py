@@ -58,6 +58,8 @@ import torchaudio
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import wavlm_masked as W  # noqa: E402
 from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig  # noqa: E402
+# The same torchaudio reference (every dropout at 0) that the oracle tests build.
+from tests.test_wavlm_oracles import torchaudio_model as torchaudio_wavlm  # noqa: E402
 
 SAMPLE_RATE = 16000
 
@@ -80,18 +82,6 @@ infer_warmup = 1
 
 
 # --------------------------------------------------------------------------- helpers
-def torchaudio_wavlm(cfg: WavLMConfig):
-    """The reference model with the same architecture as `cfg`, every dropout at 0."""
-    return torchaudio.models.wavlm_model(
-        extractor_mode=cfg.extractor_mode, extractor_conv_layer_config=cfg.conv_layers,
-        extractor_conv_bias=cfg.conv_bias, encoder_embed_dim=cfg.hidden_size, encoder_projection_dropout=0.0,
-        encoder_pos_conv_kernel=cfg.pos_conv_kernel, encoder_pos_conv_groups=cfg.pos_conv_groups,
-        encoder_num_layers=cfg.num_layers, encoder_num_heads=cfg.num_heads, encoder_num_buckets=cfg.num_buckets,
-        encoder_max_distance=cfg.max_distance, encoder_attention_dropout=0.0, encoder_ff_interm_features=cfg.ffn_dim,
-        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=cfg.layer_norm_first,
-        encoder_layer_drop=0.0, aux_num_out=None)
-
-
 def macs(config: WavLMConfig, num_samples: int) -> int:
     """Multiply-accumulates of one forward pass on `num_samples` samples, batch 1.
 

@@ -39,7 +39,10 @@ def test_end_to_end_toy_run(tmp_path, data, capsys):
     assert saved["params_before"] == W.MaskedWavLM(W.WavLMConfig.tiny()).num_params()
     # The pruned model scores exactly like the masked one.
     assert saved["max_score_diff"] < 1e-4
-    assert saved["eer_masked"] == pytest.approx(saved["eer_pruned"], abs=1e-9)
+    # Identical up to float noise; the EERs agree unless that noise reorders two
+    # near-tied trials, which can move the EER by at most one trial's share.
+    assert abs(saved["eer_masked"] - saved["eer_pruned"]) <= 1.0 / min(
+        saved["pruned"][saved["test_set"]]["n_target"], saved["pruned"][saved["test_set"]]["n_nontarget"])
     # The saved classifier reloads without the original checkpoint.
     model, extra = train.load_classifier(out / "pruned_model.pt")
     assert extra["task"] == ("sv" if data == "toy" else "cm")
