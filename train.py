@@ -360,6 +360,18 @@ def load_checkpoint(path, model, lambdas, optimizer, lambda_optimizer):
 
 
 # ---------------------------------------------------------------------------- logging
+def truncate_log(path, step):
+    """After a crash the log holds steps past the last checkpoint; the resumed run
+    redoes them, so drop those lines (rewritten atomically) to keep one line per step."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
+
+
 class Logger:
     """JSON lines on disk (every logging step) and a tqdm bar on screen; rank 0 only."""
 
@@ -457,6 +469,8 @@ def main(argv=None):
         if not os.path.exists(ckpt_path):
             sys.exit(f"error: --resume but there is no checkpoint at {ckpt_path}")
         step = load_checkpoint(ckpt_path, model, lambdas, optimizer, lambda_optimizer)
+        if is_main:
+            truncate_log(os.path.join(args.out, "log.jsonl"), step)
     train_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     config = dict(vars(args), device=str(device), world_size=world, params0=params0, total_steps=total_steps,
@@ -529,7 +543,7 @@ def main(argv=None):
                 barrier(world)
             if args.stop_after is not None and step >= args.stop_after:
                 logger.close()
-                return None                     # tests: behave like a crash after a save
+                return None                     # tests: stop here as if the process were killed
             if step >= total_steps:
                 break
     logger.close()

@@ -98,13 +98,18 @@ def final_weights(path):
 
 def test_resume_gives_identical_weights(tmp_path):
     train.main(small_run_args(tmp_path, out="full", steps=8))
-    train.main(small_run_args(tmp_path, out="cut", steps=8, extra=["--stop-after", "4"]))
+    train.main(small_run_args(tmp_path, out="cut", steps=8, extra=["--stop-after", "5"]))
+    # Stopped after step 5, but the last checkpoint is from step 4 (--save-every 2):
+    # step 5 is lost as in a real crash, and redone after the resume.
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 4
     train.main(small_run_args(tmp_path, out="cut", steps=8, extra=["--resume"]))
     a, b = final_weights(tmp_path / "full" / "checkpoint.pt"), final_weights(tmp_path / "cut" / "checkpoint.pt")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+             if "task_loss" in l]
+    assert steps == list(range(1, 9))                  # one line per step, none twice
     full = json.loads((tmp_path / "full" / "report.json").read_text())
     cut = json.loads((tmp_path / "cut" / "report.json").read_text())
     assert full["eer_pruned"] == cut["eer_pruned"] and full["params_after"] == cut["params_after"]
