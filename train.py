@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 import data as datasets
 import evaluate
 import heads
+import pretrained
 import wavlm_masked
 from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig
 
@@ -228,7 +229,7 @@ def load_classifier(path, device="cpu"):
     args = argparse.Namespace(**extra["train_args"])
     model = Classifier(ssl, extra["task"], extra["num_classes"], args)
     head_state = {k: v for k, v in extra["head"].items()}
-    wavlm_masked._load_exact(model, {**{f"ssl.{k}": v for k, v in ssl.state_dict().items()}, **head_state}, path)
+    wavlm_masked.load_state_exactly(model, {**{f"ssl.{k}": v for k, v in ssl.state_dict().items()}, **head_state}, path)
     return model.to(device).eval(), extra
 
 
@@ -236,7 +237,7 @@ def build_ssl(args) -> MaskedWavLM:
     if args.ssl == "tiny":
         torch.manual_seed(args.seed)
         return MaskedWavLM(WavLMConfig.tiny(prune_units=args.prune_units))
-    return wavlm_masked.load_pretrained(args.ssl, prune_units=args.prune_units)
+    return pretrained.load_pretrained(args.ssl, prune_units=args.prune_units)
 
 
 def make_optimizers(model: Classifier, lambdas, args):
@@ -351,8 +352,8 @@ def save_checkpoint(path, step, model, lambdas, optimizer, lambda_optimizer, arg
 
 
 def load_checkpoint(path, model, lambdas, optimizer, lambda_optimizer):
-    state = wavlm_masked._torch_load(path)
-    wavlm_masked._load_exact(model, state["model"], path)
+    state = wavlm_masked.read_checkpoint(path)
+    wavlm_masked.load_state_exactly(model, state["model"], path)
     with torch.no_grad():
         lambdas.copy_(state["lambdas"])
     optimizer.load_state_dict(state["optimizer"])

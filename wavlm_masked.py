@@ -36,11 +36,9 @@ Two traps make naive pruning inexact (REFERENCE.md Sec. 4), and this design avoi
      Here the embedding belongs to the encoder and every layer gets the full bias.
 """
 
-import ast
 import copy
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
@@ -696,16 +694,16 @@ def atomic_torch_save(obj, path: str):
 
 def load(path: str, map_location="cpu") -> Tuple[MaskedWavLM, dict]:
     """Inverse of `save`: returns (model, extra). Needs no original checkpoint."""
-    payload = _torch_load(path, map_location)
+    payload = read_checkpoint(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a model file written by wavlm_masked.save() (no format tag "
-                         f"{FILE_FORMAT!r}); to import a pretrained checkpoint use load_pretrained()")
+                         f"{FILE_FORMAT!r}); to import a pretrained checkpoint use pretrained.load_pretrained()")
     model = MaskedWavLM(WavLMConfig.from_dict(payload["config"]))
-    _load_exact(model, payload["state_dict"], path)
+    load_state_exactly(model, payload["state_dict"], path)
     return model, payload["extra"]
 
 
-def _torch_load(path, map_location="cpu"):
+def read_checkpoint(path, map_location="cpu"):
     """Checkpoints are untrusted input: tensors and plain containers only, no pickled code."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -717,7 +715,7 @@ def _torch_load(path, map_location="cpu"):
                          f"(refused for safety); re-download or re-export it as a plain state dict") from None
 
 
-def _load_exact(model: nn.Module, state_dict: dict, source: str):
+def load_state_exactly(model: nn.Module, state_dict: dict, source: str):
     """load_state_dict(strict=True), but with an error that lists every problem at once."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -734,247 +732,3 @@ def _load_exact(model: nn.Module, state_dict: dict, source: str):
             msg.append(f"  shape mismatches ({len(shapes)}): {shapes[:20]}")
         raise ValueError("\n".join(msg))
     model.load_state_dict(state_dict, strict=True)
-
-
-# -------------------------------------------------------------- pretrained checkpoints
-# Keys that only the pre-training objective uses (mask embedding, cluster embeddings,
-# final projection to targets). Dropping them is deliberate and the list is explicit:
-# anything else unexpected is an error.
-PRETRAINING_ONLY = re.compile(r"^(mask_emb|masked_spec_embed|label_embs_concat|final_proj\..*|"
-                              r"quantizer\..*|project_q\..*|project_hid\..*|aux\..*)$")
-
-# (pattern, replacement) per format, applied to the FIRST matching pattern.
-HF_RULES = [
-    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)$", r"feature_extractor.conv_layers.\1.norm.\2"),
-    (r"^feature_projection\.(layer_norm|projection)\.(weight|bias)$", r"feature_projection.\1.\2"),
-    (r"^encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$", r"encoder.pos_conv.weight_g"),
-    (r"^encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$", r"encoder.pos_conv.weight_v"),
-    (r"^encoder\.pos_conv_embed\.conv\.bias$", r"encoder.pos_conv.bias"),
-    (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
-    (r"^encoder\.layers\.0\.attention\.rel_attn_embed\.weight$", r"encoder.rel_attn_embed.weight"),
-    (r"^encoder\.layers\.(\d+)\.attention\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)$",
-     r"encoder.layers.\1.attention.\2.\3"),
-    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)$",
-     r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
-    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"encoder.layers.\1.attention.gru_rel_pos_const"),
-    (r"^encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)$", r"encoder.layers.\1.attention_layer_norm.\2"),
-    (r"^encoder\.layers\.(\d+)\.feed_forward\.(intermediate_dense|output_dense)\.(weight|bias)$",
-     r"encoder.layers.\1.feed_forward.\2.\3"),
-    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.layers.\1.ffn_layer_norm.\2"),
-]
-UNILM_RULES = [
-    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.norm.\1"),
-    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.norm.\2"),
-    (r"^layer_norm\.(weight|bias)$", r"feature_projection.layer_norm.\1"),
-    (r"^post_extract_proj\.(weight|bias)$", r"feature_projection.projection.\1"),
-    (r"^encoder\.pos_conv\.0\.(weight_g|parametrizations\.weight\.original0)$", r"encoder.pos_conv.weight_g"),
-    (r"^encoder\.pos_conv\.0\.(weight_v|parametrizations\.weight\.original1)$", r"encoder.pos_conv.weight_v"),
-    (r"^encoder\.pos_conv\.0\.bias$", r"encoder.pos_conv.bias"),
-    (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
-    (r"^encoder\.layers\.0\.self_attn\.relative_attention_bias\.weight$", r"encoder.rel_attn_embed.weight"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)$",
-     r"encoder.layers.\1.attention.\2.\3"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)$", r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_a$", r"encoder.layers.\1.attention.gru_rel_pos_const"),
-    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"encoder.layers.\1.attention_layer_norm.\2"),
-    (r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$", r"encoder.layers.\1.feed_forward.output_dense.\2"),
-    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.layers.\1.ffn_layer_norm.\2"),
-]
-
-
-def _torchaudio_to_hf_names(sd: dict) -> dict:
-    """torchaudio = HF names with `encoder.transformer.` and a fused in_proj (cat(q, k, v))."""
-    out = {}
-    for k, v in sd.items():
-        k2 = k.replace("encoder.transformer.", "encoder.")
-        k2 = k2.replace("encoder.feature_projection.", "feature_projection.")
-        m = re.match(r"^encoder\.layers\.(\d+)\.attention\.attention\.in_proj_(weight|bias)$", k2)
-        if m:
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3, dim=0)):
-                out[f"encoder.layers.{m[1]}.attention.{name}.{m[2]}"] = part
-            continue
-        k2 = re.sub(r"\.attention\.attention\.out_proj\.", ".attention.out_proj.", k2)
-        out[k2] = v
-    return out
-
-
-def _rename(sd: dict, rules) -> Tuple[dict, List[str]]:
-    out, unexpected = {}, []
-    for key, value in sd.items():
-        if PRETRAINING_ONLY.match(key):
-            continue
-        for pattern, repl in rules:
-            if re.match(pattern, key):
-                out[re.sub(pattern, repl, key)] = value
-                break
-        else:
-            unexpected.append(key)
-    return out, unexpected
-
-
-def parse_conv_layers(text: str) -> List[Tuple[int, int, int]]:
-    """Parse fairseq's `conv_feature_layers`, e.g. "[(512,10,5)] + [(512,3,2)] * 4",
-    WITHOUT eval(): only list/tuple literals of ints, `+` and `* int` are accepted."""
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, (ast.List, ast.Tuple)):
-            return [ev(e) for e in node.elts]
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return ev(node.left) + ev(node.right)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(left, list) and isinstance(right, int):
-                return left * right
-        raise ValueError(f"unsupported expression in conv_feature_layers: {text!r}")
-    layers = ev(ast.parse(text, mode="eval"))
-    return [(int(c), int(k), int(s)) for c, k, s in layers]
-
-
-def config_from_unilm(cfg: dict) -> WavLMConfig:
-    g = lambda k, default: cfg.get(k, default)
-    return WavLMConfig(
-        extractor_mode="layer_norm" if g("extractor_mode", "default") == "layer_norm" else "group_norm",
-        conv_layers=parse_conv_layers(g("conv_feature_layers", str(STANDARD_CONV_LAYERS))),
-        conv_bias=bool(g("conv_bias", False)), hidden_size=int(g("encoder_embed_dim", 768)),
-        num_layers=int(g("encoder_layers", 12)), num_heads=int(g("encoder_attention_heads", 12)),
-        ffn_dim=int(g("encoder_ffn_embed_dim", 3072)), layer_norm_first=bool(g("layer_norm_first", False)),
-        pos_conv_kernel=int(g("conv_pos", 128)), pos_conv_groups=int(g("conv_pos_groups", 16)),
-        relative_position=bool(g("relative_position_embedding", False)),
-        num_buckets=int(g("num_buckets", 320)), max_distance=int(g("max_distance", 1280)))
-
-
-def config_from_hf(cfg: dict) -> WavLMConfig:
-    model_type = cfg.get("model_type", "wavlm")
-    if model_type not in ("wavlm", "hubert", "wav2vec2"):
-        raise ValueError(f"config.json has model_type {model_type!r}; expected wavlm, hubert or wav2vec2")
-    return WavLMConfig(
-        extractor_mode="layer_norm" if cfg.get("feat_extract_norm", "group") == "layer" else "group_norm",
-        conv_layers=list(zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])),
-        conv_bias=bool(cfg.get("conv_bias", False)), hidden_size=int(cfg["hidden_size"]),
-        num_layers=int(cfg["num_hidden_layers"]), num_heads=int(cfg["num_attention_heads"]),
-        ffn_dim=int(cfg["intermediate_size"]), layer_norm_first=bool(cfg.get("do_stable_layer_norm", False)),
-        pos_conv_kernel=int(cfg.get("num_conv_pos_embeddings", 128)),
-        pos_conv_groups=int(cfg.get("num_conv_pos_embedding_groups", 16)),
-        relative_position=model_type == "wavlm", num_buckets=int(cfg.get("num_buckets", 320)),
-        max_distance=int(cfg.get("max_bucket_distance", 800)), layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)))
-
-
-def config_from_torchaudio(sd: dict) -> WavLMConfig:
-    """A torchaudio bundle file is a bare state dict: read the architecture off the shapes.
-    Two facts are not in the shapes and follow the public checkpoints' convention: the
-    standard conv strides (5, 2, 2, 2, 2, 2, 2) and head_dim 64; pre-LN iff the
-    extractor uses LayerNorm (true of every WavLM/HuBERT/wav2vec 2.0 release)."""
-    pre = "encoder.transformer."
-    try:
-        n_conv = len([k for k in sd if re.match(r"^feature_extractor\.conv_layers\.\d+\.conv\.weight$", k)])
-        convs = [tuple(sd[f"feature_extractor.conv_layers.{i}.conv.weight"].shape) for i in range(n_conv)]
-        strides = [5, 2, 2, 2, 2, 2, 2] if n_conv == 7 else None
-        if strides is None:
-            raise ValueError(f"{n_conv} conv layers: only the standard 7-layer extractor can be read "
-                             f"from a bare torchaudio state dict")
-        layer_norm = f"feature_extractor.conv_layers.1.layer_norm.weight" in sd
-        E = sd["encoder.feature_projection.projection.weight"].shape[0]
-        n_layers = len({m[1] for k in sd for m in [re.match(rf"^{re.escape(pre)}layers\.(\d+)\.", k)] if m})
-        v = sd.get(pre + "pos_conv_embed.conv.parametrizations.weight.original1",
-                   sd.get(pre + "pos_conv_embed.conv.weight_v"))
-        rel = pre + "layers.0.attention.rel_attn_embed.weight"
-        heads = sd[pre + "layers.0.attention.gru_rel_pos_const"].shape[1] if rel in sd else E // 64
-        return WavLMConfig(
-            extractor_mode="layer_norm" if layer_norm else "group_norm",
-            conv_layers=[(c[0], c[2], s) for c, s in zip(convs, strides)],
-            conv_bias=f"feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E, num_layers=n_layers,
-            num_heads=heads, ffn_dim=sd[pre + "layers.0.feed_forward.intermediate_dense.weight"].shape[0],
-            layer_norm_first=layer_norm, pos_conv_kernel=v.shape[2], pos_conv_groups=E // v.shape[1],
-            relative_position=rel in sd, num_buckets=sd[rel].shape[0] if rel in sd else 320, max_distance=800)
-    except (KeyError, AttributeError) as e:
-        raise ValueError(f"not a torchaudio WavLM/HuBERT/wav2vec 2.0 state dict: cannot find {e}") from None
-
-
-# Short names -> torchaudio bundle files (they need no config: see config_from_torchaudio).
-PRETRAINED_FILES = {"wavlm_base": "wavlm_base.pth", "wavlm_base_plus": "wavlm_base_plus.pth",
-                    "wavlm_large": "wavlm_large.pth", "hubert_base": "hubert_fairseq_base_ls960.pth"}
-PRETRAINED_URL = "https://download.pytorch.org/torchaudio/models/"
-
-
-def _resolve_short_name(name: str) -> str:
-    filename = PRETRAINED_FILES[name]
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if os.path.exists(path):
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(PRETRAINED_URL + filename, path, progress=True)
-    except Exception as e:
-        raise FileNotFoundError(
-            f"pretrained model {name!r} is not cached and could not be downloaded ({type(e).__name__}: {e}).\n"
-            f"Download {PRETRAINED_URL + filename} on a machine with internet access and put it at\n"
-            f"  {path}\nor pass the path of a unilm .pt, a Hugging Face model folder or a torchaudio .pth "
-            f"to --ssl.") from None
-    return path
-
-
-def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict] = None,
-                    **config_overrides) -> MaskedWavLM:
-    """Build a MaskedWavLM from a pretrained checkpoint, with fresh gates on `prune_units`.
-
-    source: a unilm .pt ({'cfg', 'model'}), a Hugging Face folder (config.json +
-    pytorch_model.bin / model.safetensors), a torchaudio .pth state dict, or a short
-    name in PRETRAINED_FILES. Every key is mapped explicitly; a missing, unexpected or
-    mis-shaped tensor raises an error listing all of them.
-    """
-    source = os.fspath(source)
-    if source in PRETRAINED_FILES:
-        source = _resolve_short_name(source)
-    if os.path.isdir(source):
-        import json
-        cfg_path = os.path.join(source, "config.json")
-        if not os.path.exists(cfg_path):
-            raise FileNotFoundError(f"{source} is a folder but has no config.json: not a Hugging Face model folder")
-        with open(cfg_path) as f:
-            config = config_from_hf(json.load(f))
-        st_path, bin_path = os.path.join(source, "model.safetensors"), os.path.join(source, "pytorch_model.bin")
-        if os.path.exists(st_path):
-            from safetensors.torch import load_file
-            raw = load_file(st_path)
-        elif os.path.exists(bin_path):
-            raw = _torch_load(bin_path)
-        else:
-            raise FileNotFoundError(f"{source} has neither model.safetensors nor pytorch_model.bin")
-        # A saved *ForXVector/*ForCTC model prefixes the backbone's keys; take the backbone.
-        raw = {re.sub(r"^(wavlm|hubert|wav2vec2)\.", "", k): v for k, v in raw.items()}
-        state, unexpected = _rename(raw, HF_RULES)
-    elif os.path.isfile(source):
-        raw = _torch_load(source)
-        if isinstance(raw, dict) and "cfg" in raw and "model" in raw:           # unilm / Microsoft
-            cfg = raw["cfg"]
-            config = config_from_unilm(cfg if isinstance(cfg, dict) else vars(cfg))
-            state, unexpected = _rename(raw["model"], UNILM_RULES)
-        elif isinstance(raw, dict) and any(k.startswith("encoder.transformer.") for k in raw):
-            config = config_from_torchaudio(raw)
-            state, unexpected = _rename(_torchaudio_to_hf_names(raw), HF_RULES)
-        else:
-            keys = list(raw)[:10] if isinstance(raw, dict) else type(raw).__name__
-            raise ValueError(f"{source}: unrecognised checkpoint layout (first keys: {keys}); expected a "
-                             f"unilm .pt with 'cfg' and 'model', a torchaudio state dict or a HF folder")
-    else:
-        raise FileNotFoundError(f"pretrained source {source!r} is neither a file, a folder nor one of "
-                                f"{sorted(PRETRAINED_FILES)}")
-    for k, v in config_overrides.items():
-        setattr(config, k, v)
-    config.prune_units = list(prune_units)
-    if init_drop_rates:
-        config.init_drop_rates.update(init_drop_rates)
-    config.__post_init__()
-    model = MaskedWavLM(config)
-    # Gate logits are not in any pretrained file: take the freshly initialised ones.
-    gate_state = {k: v for k, v in model.state_dict().items() if k.endswith("log_alpha")}
-    if unexpected:
-        raise ValueError(f"{source}: unexpected keys that map to no part of the model: {unexpected[:20]}")
-    _load_exact(model, {**state, **gate_state}, source)
-    return model

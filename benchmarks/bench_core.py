@@ -56,7 +56,7 @@ import torchaudio
 
 # The library is flat: its modules live in the repository root, one level up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import wavlm_masked as W  # noqa: E402
+from pretrained import load_pretrained  # noqa: E402
 from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig  # noqa: E402
 # The same torchaudio reference (every dropout at 0) that the oracle tests build.
 from tests.test_wavlm_oracles import torchaudio_model as torchaudio_wavlm  # noqa: E402
@@ -223,8 +223,8 @@ ref = torchaudio_wavlm(cfg).train()
 with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "ta.pth")
     torch.save(ref.state_dict(), path)
-    plain = W.load_pretrained(path).train()
-    gated = W.load_pretrained(path, prune_units=PRUNE_UNITS).train()
+    plain = load_pretrained(path).train()
+    gated = load_pretrained(path, prune_units=PRUNE_UNITS).train()
 x = torch.randn(1, int(train_seconds * SAMPLE_RATE))
 
 ta_last = lambda m, x: m(x)[0]              # torchaudio returns the last layer's output

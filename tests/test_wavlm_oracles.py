@@ -12,6 +12,7 @@ import torchaudio
 import transformers
 
 import wavlm_masked as W
+from pretrained import load_pretrained, parse_conv_layers
 
 TOL = 1e-4
 
@@ -49,7 +50,7 @@ def test_matches_torchaudio(cfg, tmp_path):
     torch.manual_seed(0)
     ref = randomise_(torchaudio_model(cfg))
     torch.save(ref.state_dict(), tmp_path / "ta.pth")
-    ours = W.load_pretrained(tmp_path / "ta.pth").eval()
+    ours = load_pretrained(tmp_path / "ta.pth").eval()
     assert ours.num_params() == sum(p.numel() for p in ref.parameters())
     if cfg.num_layers == 12:
         assert ours.num_params() == 94_381_168          # torchaudio wavlm_base(), REFERENCE.md Sec. 5
@@ -98,7 +99,7 @@ def test_matches_transformers_with_padding(large, tmp_path):
     torch.manual_seed(0)
     ref = randomise_(transformers.WavLMModel(hf_config(large)))
     ref.save_pretrained(tmp_path)
-    ours = W.load_pretrained(tmp_path).eval()
+    ours = load_pretrained(tmp_path).eval()
     x = torch.randn(3, 12000)
     lengths = torch.tensor([12000, 9001, 4000])
     got, frames = ours(x, lengths)
@@ -115,7 +116,7 @@ def test_matches_hubert(tmp_path):
     torch.manual_seed(0)
     ref = randomise_(transformers.HubertModel(hf_config(False, "hubert")))
     ref.save_pretrained(tmp_path)
-    ours = W.load_pretrained(tmp_path).eval()
+    ours = load_pretrained(tmp_path).eval()
     assert not ours.config.relative_position
     x, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
     got, frames = ours(x, lengths)
@@ -164,7 +165,7 @@ def test_matches_unilm_checkpoint(large, tmp_path):
            "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 320,
            "max_distance": 800, "gru_rel_pos": True, "normalize": large}
     torch.save({"cfg": cfg, "model": model_sd}, tmp_path / "WavLM-tiny.pt")
-    ours = W.load_pretrained(tmp_path / "WavLM-tiny.pt").eval()
+    ours = load_pretrained(tmp_path / "WavLM-tiny.pt").eval()
     x, lengths = torch.randn(2, 8000), torch.tensor([8000, 6000])
     got, frames = ours(x, lengths)
     assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
@@ -174,7 +175,7 @@ def test_open_gates_change_nothing(tmp_path):
     torch.manual_seed(0)
     ref = randomise_(transformers.WavLMModel(hf_config(True)))
     ref.save_pretrained(tmp_path)
-    ours = W.load_pretrained(tmp_path, prune_units=W.PRUNE_UNITS).eval()
+    ours = load_pretrained(tmp_path, prune_units=W.PRUNE_UNITS).eval()
     assert len(ours.gates()) == 7 + 4 * 3
     with torch.no_grad():
         for p in ours.gate_parameters():
@@ -185,9 +186,9 @@ def test_open_gates_change_nothing(tmp_path):
 
 
 def test_conv_layer_parser_refuses_code():
-    assert W.parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == W.STANDARD_CONV_LAYERS
+    assert parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == W.STANDARD_CONV_LAYERS
     with pytest.raises(ValueError, match="unsupported"):
-        W.parse_conv_layers("__import__('os').system('true')")
+        parse_conv_layers("__import__('os').system('true')")
 
 
 def test_bad_checkpoints_fail_loudly(tmp_path):
@@ -198,24 +199,24 @@ def test_bad_checkpoints_fail_loudly(tmp_path):
     data = (tmp_path / "good.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="cannot read checkpoint"):
-        W.load_pretrained(tmp_path / "truncated.pth")
+        load_pretrained(tmp_path / "truncated.pth")
     torch.save({"foo": torch.zeros(3)}, tmp_path / "foreign.pth")
     with pytest.raises(ValueError, match="unrecognised checkpoint layout"):
-        W.load_pretrained(tmp_path / "foreign.pth")
+        load_pretrained(tmp_path / "foreign.pth")
     partial = {k: v for k, v in sd.items() if "layers.2.feed_forward" not in k}
     torch.save(partial, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match=r"missing keys \(4\).*layers\.2\.feed_forward"):
-        W.load_pretrained(tmp_path / "partial.pth")
+        load_pretrained(tmp_path / "partial.pth")
     extra = dict(sd, **{"encoder.transformer.layers.0.attention.something_new": torch.zeros(1)})
     torch.save(extra, tmp_path / "extra.pth")
     with pytest.raises(ValueError, match="something_new"):
-        W.load_pretrained(tmp_path / "extra.pth")
+        load_pretrained(tmp_path / "extra.pth")
     # Wrong shape: a unilm file whose config claims a bigger FFN than its weights hold.
     hf = transformers.WavLMModel(hf_config(False))
     hf.save_pretrained(tmp_path / "hf")
     cfg_text = (tmp_path / "hf" / "config.json").read_text().replace('"intermediate_size": 128', '"intermediate_size": 256')
     (tmp_path / "hf" / "config.json").write_text(cfg_text)
     with pytest.raises(ValueError, match="shape mismatches"):
-        W.load_pretrained(tmp_path / "hf")
+        load_pretrained(tmp_path / "hf")
     with pytest.raises(FileNotFoundError, match="neither a file"):
-        W.load_pretrained(tmp_path / "nope.pt")
+        load_pretrained(tmp_path / "nope.pt")
