@@ -327,9 +327,17 @@ def read_cm_scores(path) -> dict:
     return scores
 
 
-def _missing_error(what, missing, total, source):
-    shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
-    return ValueError(f"{source}: no score for {len(missing)} of {total} {what}: {shown}")
+def _match_scores(keys, labels, names, score_map, what, source):
+    """Scores in the order of `keys` (with `labels` 1/0). A key without a score is an
+    error that names it (`names`: how to show each key); extra scores only warn."""
+    missing = [name for key, name in zip(keys, names) if key not in score_map]
+    if missing:
+        shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
+        raise ValueError(f"{source}: no score for {len(missing)} of {len(keys)} {what}: {shown}")
+    if len(score_map) > len(keys):
+        warnings.warn(f"{source}: {len(score_map) - len(keys)} scores are not in the {what}; ignored")
+    scores = np.array([score_map[key] for key in keys], dtype=np.float64)
+    return scores, np.asarray(labels) == 1
 
 
 def match_sv_scores(trials, score_map, source="score file"):
@@ -337,38 +345,15 @@ def match_sv_scores(trials, score_map, source="score file"):
     (with trial-list line numbers); extra scores are ignored with a warning."""
     linenos = getattr(trials, "line_numbers", range(1, len(trials) + 1))
     tpath = getattr(trials, "path", None) or "trials"
-    scores = np.empty(len(trials))
-    labels = np.empty(len(trials), dtype=bool)
-    missing = []
-    for k, ((label, e, t), ln) in enumerate(zip(trials, linenos)):
-        s = score_map.get((e, t))
-        if s is None:
-            missing.append(f"{e} {t} ({tpath}:{ln})")
-            continue
-        scores[k], labels[k] = s, label == 1
-    if missing:
-        raise _missing_error("trials", missing, len(trials), source)
-    if len(score_map) > len(trials):
-        warnings.warn(f"{source}: {len(score_map) - len(trials)} scores are not in the trial list; ignored")
-    return scores, labels
+    keys = [(e, t) for _, e, t in trials]
+    names = [f"{e} {t} ({tpath}:{ln})" for (e, t), ln in zip(keys, linenos)]
+    return _match_scores(keys, [y for y, _, _ in trials], names, score_map, "trials", source)
 
 
 def match_cm_scores(protocol, score_map, source="score file"):
     """Scores and labels in protocol order; missing files are an error naming them."""
-    scores = np.empty(len(protocol))
-    labels = np.empty(len(protocol), dtype=bool)
-    missing = []
-    for k, (name, label) in enumerate(protocol.items()):
-        s = score_map.get(name)
-        if s is None:
-            missing.append(name)
-            continue
-        scores[k], labels[k] = s, label == 1
-    if missing:
-        raise _missing_error("protocol files", missing, len(protocol), source)
-    if len(score_map) > len(protocol):
-        warnings.warn(f"{source}: {len(score_map) - len(protocol)} scores are not in the protocol; ignored")
-    return scores, labels
+    keys = list(protocol)
+    return _match_scores(keys, list(protocol.values()), keys, score_map, "protocol files", source)
 
 
 # -----------------------------------------------------------------------------
