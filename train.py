@@ -440,6 +440,8 @@ def main(argv=None):
     device, rank, world = setup_distributed(args)
     is_main = rank == 0
     if args.amp == "bf16" and device.type != "cuda":
+        if is_main:
+            print("note: --amp bf16 needs a CUDA device; training in fp32 on the CPU")
         args.amp = "none"                 # bf16 autocast on a CPU is slower, not faster
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
