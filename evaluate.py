@@ -630,14 +630,11 @@ def write_det(systems, path, task):
 def checkpoint_mode(args, parser) -> int:
     """Embed every test utterance of --data with the model in --checkpoint, score the
     trial lists (SV) or protocols (CM) and print the metrics."""
-    import torch
-
     import data
     import train
     if not args.data:
         parser.error("--checkpoint needs --data (and --data-root for real data)")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = train.resolve_device(args.device)
     try:
         model, extra = train.load_classifier(args.checkpoint, device)
         spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,

@@ -8,7 +8,7 @@ Three file formats hold the same weights under different names (REFERENCE.md Sec
 Each is mapped to our names with explicit rules, the architecture is read from the
 file's own config (or, for torchaudio, from the tensor shapes), and loading fails
 loudly: any missing, unexpected or mis-shaped tensor is listed. Nothing is skipped
-silently and strict=False is never used. Files are read with weights_only=True.
+silently and no load is ever non-strict. Files are read with weights_only=True.
 
 This is its own file because it is its own concept (file formats and key maps), and
 wavlm_masked.py stays about the model.

@@ -228,8 +228,8 @@ def load_classifier(path, device="cpu"):
     ssl, extra = wavlm_masked.load(path)
     args = argparse.Namespace(**extra["train_args"])
     model = Classifier(ssl, extra["task"], extra["num_classes"], args)
-    head_state = {k: v for k, v in extra["head"].items()}
-    wavlm_masked.load_state_exactly(model, {**{f"ssl.{k}": v for k, v in ssl.state_dict().items()}, **head_state}, path)
+    ssl_state = {f"ssl.{k}": v for k, v in ssl.state_dict().items()}
+    wavlm_masked.load_state_exactly(model, {**ssl_state, **extra["head"]}, path)
     return model.to(device).eval(), extra
 
 
@@ -297,7 +297,7 @@ def embed_paths(model: Classifier, paths, device, amp, num_workers=0):
 def evaluate_sets(model: Classifier, spec, device, amp, names=None):
     """Metrics on evaluation sets: {name: metrics dict}, plus the raw (scores, labels)."""
     names = names or spec.eval_names()
-    cache = embed_paths(model, spec.eval_paths() if len(names) > 1 else spec.eval_paths(names[0]), device, amp)
+    cache = embed_paths(model, sorted({p for name in names for p in spec.eval_paths(name)}), device, amp)
     results, raw = {}, {}
     for name in names:
         if spec.task == "sv":
@@ -412,15 +412,20 @@ class Logger:
 
 
 # ------------------------------------------------------------------------------- main
+def resolve_device(choice):
+    """--device auto|cpu|cuda -> torch.device; asking for CUDA without one is an error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but no CUDA device is visible; use --device cpu")
+    return device
+
+
 def setup_distributed(args):
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            sys.exit("error: --device cuda but no CUDA device is visible; use --device cpu")
+    device = resolve_device(args.device)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
