@@ -184,6 +184,23 @@ def config_from_torchaudio(sd: dict) -> WavLMConfig:
         raise ValueError(f"not a torchaudio WavLM/HuBERT/wav2vec 2.0 state dict: cannot find {e}") from None
 
 
+def torchaudio_wavlm(config: WavLMConfig) -> torch.nn.Module:
+    """The torchaudio model (`torchaudio.models.wavlm_model`) with the architecture of
+    `config` and every dropout at 0: the reference that the oracle tests and the
+    benchmarks compare our model against, and a way to write a torchaudio .pth."""
+    import torchaudio
+    c = config
+    return torchaudio.models.wavlm_model(
+        extractor_mode=c.extractor_mode, extractor_conv_layer_config=c.conv_layers,
+        extractor_conv_bias=c.conv_bias, encoder_embed_dim=c.hidden_size,
+        encoder_projection_dropout=0.0, encoder_pos_conv_kernel=c.pos_conv_kernel,
+        encoder_pos_conv_groups=c.pos_conv_groups, encoder_num_layers=c.num_layers,
+        encoder_num_heads=c.num_heads, encoder_num_buckets=c.num_buckets,
+        encoder_max_distance=c.max_distance, encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=c.ffn_dim, encoder_ff_interm_dropout=0.0, encoder_dropout=0.0,
+        encoder_layer_norm_first=c.layer_norm_first, encoder_layer_drop=0.0, aux_num_out=None)
+
+
 # Short names -> torchaudio bundle files (they need no config: see config_from_torchaudio).
 PRETRAINED_FILES = {"wavlm_base": "wavlm_base.pth", "wavlm_base_plus": "wavlm_base_plus.pth",
                     "wavlm_large": "wavlm_large.pth", "hubert_base": "hubert_fairseq_base_ls960.pth"}

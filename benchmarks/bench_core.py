@@ -45,21 +45,14 @@ from a quiet machine, and name it.
 
 import argparse
 import os
-import platform
-import statistics
-import sys
 import tempfile
-import time
 
 import torch
 import torchaudio
 
-# The library is flat: its modules live in the repository root, one level up.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pretrained import load_pretrained  # noqa: E402
-from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig  # noqa: E402
-# The same torchaudio reference (every dropout at 0) that the oracle tests build.
-from tests.test_wavlm_oracles import torchaudio_model as torchaudio_wavlm  # noqa: E402
+from common import machine_header, macs, print_times, pruned_pair, time_interleaved
+from pretrained import load_pretrained, torchaudio_wavlm  # (common.py puts the root on sys.path)
+from wavlm_masked import PRUNE_UNITS, WavLMConfig
 
 SAMPLE_RATE = 16000
 
@@ -82,72 +75,6 @@ infer_warmup = 1
 
 
 # --------------------------------------------------------------------------- helpers
-def macs(config: WavLMConfig, num_samples: int) -> int:
-    """Multiply-accumulates of one forward pass on `num_samples` samples, batch 1.
-
-    Counts the matrix work only: the CNN, the feature projection, the positional conv,
-    the q/k/v/out projections, the two T^2 attention products (scores Q K^T and
-    context A V), the relative-position gate's small Linear, and the FFN. Elementwise
-    ops, norms, softmax and GELU are left out: they are O(T * width), not O(T * width^2).
-    Everything is read from the config's kept structure, so the same function measures
-    a dense and a pruned model.
-    """
-    total, length, in_ch = 0, num_samples, 1
-    for out_ch, kernel, stride in config.conv_layers:
-        length = (length - kernel) // stride + 1
-        total += length * out_ch * in_ch * kernel
-        in_ch = out_ch
-    T, E, d = length, config.hidden_size, config.head_dim
-    total += T * in_ch * E                                                   # feature projection
-    total += T * E * (E // config.pos_conv_groups) * config.pos_conv_kernel   # positional conv
-    for i in range(config.num_layers):
-        if config.attention_blocks[i]:
-            hd = len(config.heads[i]) * d                                    # width of the kept heads
-            total += 3 * T * E * hd + T * hd * E                             # q, k, v, out projections
-            total += 2 * T * T * hd                                          # scores + context
-            if config.relative_position:
-                total += T * hd * 8                                          # gated bias: Linear(d, 8) per head
-        if config.ffn_blocks[i]:
-            total += 2 * T * E * config.ffn_dims[i]                          # two FFN Linears
-    return total
-
-
-def time_interleaved(fns: dict, warmup: int, reps: int):
-    """Wall and CPU seconds of each callable, `reps` times. Round r runs them in an order
-    rotated by r (A B C, B C A, C A B, ...) so no model always runs right after the same
-    neighbour (caches, allocator state) and slow phases of background load are shared out.
-    CPU time (time.process_time, summed over our threads) is a cross-check: other
-    processes steal wall time from us but add little to our CPU time."""
-    names = list(fns)
-    for _ in range(warmup):        # first calls allocate buffers and pick kernels
-        for name in names:
-            fns[name]()
-    wall, cpu = {name: [] for name in names}, {name: [] for name in names}
-    for r in range(reps):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            t0, c0 = time.perf_counter(), time.process_time()
-            fns[name]()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    return wall, cpu
-
-
-def print_times(wall, cpu, base):
-    """One row per model: median wall s, ratio to `base`, median CPU s, its ratio, spread."""
-    med = {n: statistics.median(ts) for n, ts in wall.items()}
-    cmed = {n: statistics.median(ts) for n, ts in cpu.items()}
-    print(f"    {'model':<22}{'wall s':>8}{'ratio':>8}{'cpu s':>9}{'ratio':>8}   wall min .. max")
-    for n in wall:
-        print(f"    {n:<22}{med[n]:>8.3f}{med[n] / med[base]:>7.3f}x{cmed[n]:>9.3f}{cmed[n] / cmed[base]:>7.3f}x"
-              f"   {spread(wall[n])}")
-    return med, cmed
-
-
-def spread(ts):
-    """(min, max) over the repetitions: how noisy the machine was."""
-    return f"[{min(ts):.3f} .. {max(ts):.3f}]"
-
-
 def train_step(model, x, last_output):
     """One forward + backward. Grads go to None first, for every model alike, so each
     step allocates fresh gradient buffers (as optimizer.zero_grad() does by default)."""
@@ -157,63 +84,9 @@ def train_step(model, x, last_output):
     loss.backward()
 
 
-def set_gates(model: MaskedWavLM, seed: int, keep_scale: float = 1.0):
-    """Set every gate's log_alpha so that the eval mask keeps a chosen set of units.
-
-    Kept units get log_alpha in [6, 10] (P(z != 0) > 0.9995, so round(L0) counts them
-    exactly, and soft values sigmoid(1.2 log_alpha) ~ 1); removed ones get [-20, -15]
-    (P(z != 0) < 2e-6). The kept fractions are drawn per layer from a seeded generator,
-    so every run prunes the same structure. `keep_scale` shrinks or grows them all.
-    """
-    g = torch.Generator().manual_seed(seed)
-    uniform = lambda lo, hi: lo + (hi - lo) * torch.rand((), generator=g).item()
-
-    def assign(gate, k):
-        k = max(0, min(gate.n, k))
-        la = -15.0 - 5.0 * torch.rand(gate.n, generator=g)
-        keep = torch.randperm(gate.n, generator=g)[:k]
-        la[keep] = 6.0 + 4.0 * torch.rand(k, generator=g)
-        with torch.no_grad():
-            gate.log_alpha.copy_(la)
-
-    L = model.config.num_layers
-    # A few whole blocks go (the paper finds whole upper-layer blocks removed): two
-    # attention blocks and two FFN blocks, chosen among the last eight layers.
-    upper = torch.randperm(L - 4, generator=g) + 4
-    no_att, no_ffn = set(upper[:2].tolist()), set(upper[2:4].tolist())
-    for block in model.feature_extractor.conv_layers:
-        n = block.channel_gate.n
-        assign(block.channel_gate, round(n * min(1.0, keep_scale * uniform(0.55, 0.85))))
-    for i, layer in enumerate(model.encoder.layers):
-        att, ffn = layer.attention, layer.feed_forward
-        assign(layer.attention_gate, 0 if i in no_att else 1)
-        assign(layer.ffn_gate, 0 if i in no_ffn else 1)
-        assign(att.head_gate, max(1, round(att.num_heads * min(1.0, keep_scale * uniform(0.35, 0.75)))))
-        n = ffn.unit_gate.n
-        assign(ffn.unit_gate, max(1, round(n * min(1.0, keep_scale * uniform(0.10, 0.40)))))
-
-
-def cpu_name() -> str:
-    """platform.processor() is empty on most Linux systems; /proc/cpuinfo names the CPU."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 # ------------------------------------------------------------------------------ main
 torch.set_num_threads(args.threads)
-print("=" * 78)
-print(f"machine : {cpu_name()} ({platform.machine()}) | {platform.platform()}")
-print(f"cpu     : os.cpu_count()={os.cpu_count()} | torch.get_num_threads()={torch.get_num_threads()}")
-print(f"torch   : {torch.__version__} | torchaudio {torchaudio.__version__} | python {platform.python_version()}")
-# Other processes compete for the cores: a load average above the core count means noisy wall times.
-print(f"load    : {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1/5/15-min load average at start)")
-print("=" * 78)
+print(machine_header(f"torchaudio {torchaudio.__version__}"))
 
 # ----------------------------------------------------------- 1. gate overhead (train)
 cfg = WavLMConfig.wavlm_base_plus()
@@ -262,23 +135,7 @@ del ref, plain, gated, fns
 
 # ------------------------------------------------------- 2. pruned speed-up (infer)
 num_samples = 10 * SAMPLE_RATE
-torch.manual_seed(args.seed)
-masked = MaskedWavLM(WavLMConfig.wavlm_base_plus(prune_units=list(PRUNE_UNITS))).eval()
-dense = MaskedWavLM(WavLMConfig.wavlm_base_plus()).eval()
-# The dense model has the same weights, minus the gate logits.
-dense.load_state_dict({k: v for k, v in masked.state_dict().items() if not k.endswith("log_alpha")}, strict=True)
-# Scale the seeded keep fractions until the eval masks remove ~target of the params:
-# expected_num_params() in eval mode is exactly the pruned size, so this needs no prune().
-lo, hi = 0.2, 3.0
-for _ in range(30):
-    mid = (lo + hi) / 2
-    set_gates(masked, args.seed, mid)
-    ratio = masked.expected_num_params().item() / dense.num_params()
-    lo, hi = (mid, hi) if ratio < 1 - args.target_sparsity else (lo, mid)
-set_gates(masked, args.seed, (lo + hi) / 2)
-pruned = masked.prune()
-assert pruned.num_params() == int(masked.expected_num_params().item()), "expected_num_params != pruned size"
-
+dense, masked, pruned = pruned_pair(WavLMConfig.wavlm_base_plus(), args.target_sparsity, args.seed)
 wave = torch.randn(1, num_samples)
 with torch.inference_mode():
     diff = max((a - b).abs().max().item() for a, b in zip(masked(wave)[0], pruned(wave)[0]))

@@ -8,15 +8,12 @@ the issue is EER + minDCF on 10^7 trials in <= 3 s on a 2-core CPU.
     python benchmarks/bench_metrics.py
 """
 
-import os
-import platform
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import evaluate as ev  # noqa: E402
+from common import machine_header  # also puts the repository root on sys.path
+import evaluate as ev
 
 
 def synthetic(n, seed=0):
@@ -53,9 +50,7 @@ def best_of(fn, repeat):
 
 
 def main():
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
-          f"python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} "
-          f"(timings are the best of a few runs)")
+    print(machine_header("timings: the best of a few runs, in one process"))
 
     # 1) the fast path on 10^7 trials
     n = 10_000_000

@@ -8,11 +8,10 @@ import re
 
 import pytest
 import torch
-import torchaudio
 import transformers
 
 import wavlm_masked as W
-from pretrained import load_pretrained, parse_conv_layers
+from pretrained import load_pretrained, parse_conv_layers, torchaudio_wavlm
 
 TOL = 1e-4
 
@@ -26,17 +25,6 @@ def randomise_(model):
     return model.eval()
 
 
-def torchaudio_model(cfg: W.WavLMConfig):
-    return torchaudio.models.wavlm_model(
-        extractor_mode=cfg.extractor_mode, extractor_conv_layer_config=cfg.conv_layers,
-        extractor_conv_bias=cfg.conv_bias, encoder_embed_dim=cfg.hidden_size, encoder_projection_dropout=0.0,
-        encoder_pos_conv_kernel=cfg.pos_conv_kernel, encoder_pos_conv_groups=cfg.pos_conv_groups,
-        encoder_num_layers=cfg.num_layers, encoder_num_heads=cfg.num_heads, encoder_num_buckets=cfg.num_buckets,
-        encoder_max_distance=cfg.max_distance, encoder_attention_dropout=0.0, encoder_ff_interm_features=cfg.ffn_dim,
-        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=cfg.layer_norm_first,
-        encoder_layer_drop=0.0, aux_num_out=None)
-
-
 def max_diff(a, b):
     return (a - b).abs().max().item()
 
@@ -48,7 +36,7 @@ def max_diff(a, b):
 ], ids=["tiny-base", "tiny-large", "wavlm-base"])
 def test_matches_torchaudio(cfg, tmp_path):
     torch.manual_seed(0)
-    ref = randomise_(torchaudio_model(cfg))
+    ref = randomise_(torchaudio_wavlm(cfg))
     torch.save(ref.state_dict(), tmp_path / "ta.pth")
     ours = load_pretrained(tmp_path / "ta.pth").eval()
     assert ours.num_params() == sum(p.numel() for p in ref.parameters())
@@ -193,7 +181,7 @@ def test_conv_layer_parser_refuses_code():
 
 def test_bad_checkpoints_fail_loudly(tmp_path):
     torch.manual_seed(0)
-    ref = torchaudio_model(W.WavLMConfig.tiny())
+    ref = torchaudio_wavlm(W.WavLMConfig.tiny())
     sd = ref.state_dict()
     torch.save(sd, tmp_path / "good.pth")
     data = (tmp_path / "good.pth").read_bytes()
