@@ -44,13 +44,14 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
 
-from toy_corpus import make_toy_cm, make_toy_sv  # re-exported for train.py
+from toy_corpus import make_toy_cm, make_toy_sv
 
 SAMPLE_RATE = 16000
 VOX1_TRIALS = {"vox1_o": "veri_test2.txt", "vox1_e": "list_test_all2.txt",
@@ -102,20 +103,17 @@ def _info(path):
 
 @dataclass
 class DataSpec:
-    """Everything train.py needs about a dataset.
+    """Everything training and evaluation need about a dataset.
 
     task          "sv" or "cm".
     train_items   [(absolute path, class index)].
     num_classes   speakers (SV) or 2 (CM).
     class_names   class index -> speaker id, or ["spoof", "bonafide"].
-    root          the folder that was parsed.
     SV only:
-      trial_lists  name -> trial file, e.g. {"vox1_o": ".../veri_test2.txt"}.
       eval_root    the folder that trial paths are relative to (".../wav").
-      trials       name -> [(label 1/0, enroll rel path, test rel path)], parsed
-                   and checked against the files on disk.
+      trials       name -> TrialList [(label 1/0, enroll rel path, test rel path)],
+                   parsed and checked against the files on disk.
     CM only:
-      protocols    split -> protocol file ("train", "dev", "eval").
       dev_items    [(path, 1 bona fide / 0 spoof)] for validation during training.
       eval_items   the same for the test split (empty if there is no eval protocol).
       eval_attacks attack label per eval item ("bonafide" for bona fide).
@@ -126,11 +124,8 @@ class DataSpec:
     train_items: list
     num_classes: int
     class_names: list
-    root: str
-    trial_lists: dict = field(default_factory=dict)
     eval_root: str = ""
     trials: dict = field(default_factory=dict)
-    protocols: dict = field(default_factory=dict)
     dev_items: list = field(default_factory=list)
     eval_items: list = field(default_factory=list)
     eval_attacks: list = field(default_factory=list)
@@ -188,6 +183,85 @@ class DataSpec:
         return sorted(paths)
 
 # ----------------------------------------------------------------------------
+# text formats: one reader each, one error format ("file:line: what is wrong")
+
+
+def text_lines(path):
+    """(line number, whitespace-split fields) of every non-blank line of a text file."""
+    with open(path, "r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.split()
+            if fields:
+                yield lineno, fields
+
+
+class TrialList(list):
+    """A list of (label, enroll, test) that remembers its file and line numbers,
+    so that errors about a trial can point at the line it came from."""
+
+    def __init__(self, items=(), path=None, line_numbers=None):
+        super().__init__(items)
+        self.path = path
+        self.line_numbers = list(line_numbers) if line_numbers is not None else list(range(1, len(self) + 1))
+
+
+def read_trials(path) -> TrialList:
+    """VoxCeleb trial list: one `label enroll test` per line, label 1 (same speaker) or 0.
+    A repeated trial or an empty list is an error."""
+    items, linenos, seen = [], [], {}
+    for lineno, f in text_lines(path):
+        if len(f) != 3 or f[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{lineno}: expected '<0|1> <enroll> <test>', got {' '.join(f)!r}")
+        key = (f[1], f[2])
+        if key in seen:
+            raise ValueError(f"{path}:{lineno}: trial {f[1]} {f[2]} repeats line {seen[key]}")
+        seen[key] = lineno
+        items.append((int(f[0]), f[1], f[2]))
+        linenos.append(lineno)
+    if not items:
+        raise ValueError(f"{path}: no trials")
+    return TrialList(items, path, linenos)
+
+
+class ProtocolEntry(NamedTuple):
+    file: str          # file name without extension, e.g. T_0000000001
+    label: int         # 1 bona fide, 0 spoof
+    attack: str        # attack label (A01, ...), or "bonafide"
+    line: int          # line number in the protocol
+
+
+# Columns (0-based) of file name, attack label and key, by the number of columns:
+#   ASVspoof5:          speaker file gender codec codec_q codec_seed attack_tag attack_label key tmp
+#   ASVspoof 2019 LA:   speaker file - attack key
+PROTOCOL_COLUMNS = {10: (1, 7, 8), 5: (1, 3, 4)}
+PROTOCOL_FORMATS = {10: "ASVspoof5", 5: "ASVspoof 2019 LA"}
+
+
+def read_protocol(path, columns=(10, 5)) -> list:
+    """ASVspoof5 or ASVspoof 2019 LA protocol -> [ProtocolEntry], in file order.
+    `columns`: the accepted formats, by column count. All lines must share one format;
+    a repeated file or an empty file is an error."""
+    entries, seen, ncols = [], {}, None
+    for lineno, f in text_lines(path):
+        if len(f) not in columns or (ncols is not None and len(f) != ncols):
+            accepted = [ncols] if ncols else columns
+            expected = " or ".join(f"{n} ({PROTOCOL_FORMATS[n]})" for n in accepted)
+            raise ValueError(f"{path}:{lineno}: expected {expected} columns, got {len(f)}: {' '.join(f)!r}")
+        ncols = len(f)
+        file_col, attack_col, key_col = PROTOCOL_COLUMNS[ncols]
+        fid, key = f[file_col], f[key_col]
+        if key not in ("bonafide", "spoof"):
+            raise ValueError(f"{path}:{lineno}: key (column {key_col + 1}) must be bonafide or spoof, got {key!r}")
+        if fid in seen:
+            raise ValueError(f"{path}:{lineno}: file {fid} repeats line {seen[fid]}")
+        seen[fid] = lineno
+        entries.append(ProtocolEntry(fid, int(key == "bonafide"), "bonafide" if key == "bonafide"
+                                     else f[attack_col], lineno))
+    if not entries:
+        raise ValueError(f"{path}: no entries")
+    return entries
+
+# ----------------------------------------------------------------------------
 # layout parsers
 
 
@@ -210,25 +284,6 @@ def _scan(root, ext):
     return out
 
 
-def read_trials(path, available):
-    """Parse a VoxCeleb trial list; every file must be in `available`."""
-    trials = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != 3 or cols[0] not in ("0", "1"):
-                raise ValueError(f"{path}, line {n}: expected 'label enroll test' with label 0/1, "
-                                 f"got {line.strip()!r}")
-            for p in cols[1:]:
-                if p not in available:
-                    raise FileNotFoundError(f"{path}, line {n}: trial names {p}, which is not in "
-                                            f"the audio folder")
-            trials.append((int(cols[0]), cols[1], cols[2]))
-    return trials
-
-
 def _speaker_items(root, rels):
     """[(abs path, speaker index)] and the sorted speaker list."""
     speakers = sorted({r.split("/")[0] for r in rels})
@@ -248,22 +303,27 @@ def _vox1_eval(root, names):
     if not lists:
         raise FileNotFoundError(f"no trial list in {root}: expected one of "
                                 f"{', '.join(VOX1_TRIALS[k] for k in names)}")
-    trials = {k: read_trials(p, available) for k, p in lists.items()}
-    return wav, available, lists, trials
+    trials = {k: read_trials(p) for k, p in lists.items()}
+    for name, tl in trials.items():
+        for (_, a, b), lineno in zip(tl, tl.line_numbers):
+            for p in (a, b):
+                if p not in available:
+                    raise FileNotFoundError(f"{lists[name]}:{lineno}: trial names {p}, which is not in "
+                                            f"the audio folder {wav}")
+    return wav, available, trials
 
 
 def load_vox1(root, name="vox1"):
     """VoxCeleb1: train on the speakers of no Vox1-O trial, evaluate on Vox1-O.
     (Vox1-E/H use all 1,251 speakers, so they cannot be combined with
     VoxCeleb1 training; they are used with vox2.)"""
-    wav, available, lists, trials = _vox1_eval(root, ["vox1_o"])
+    wav, available, trials = _vox1_eval(root, ["vox1_o"])
     test_spk = {p.split("/")[0] for t in trials.values() for _, a, b in t for p in (a, b)}
     train = [r for r in sorted(available) if r.split("/")[0] not in test_spk]
     if not train:
         raise ValueError(f"{wav}: every speaker appears in a test trial, nothing left to train on")
     items, speakers = _speaker_items(wav, train)
-    return DataSpec(name, "sv", items, len(speakers), speakers, root,
-                    trial_lists=lists, eval_root=wav, trials=trials)
+    return DataSpec(name, "sv", items, len(speakers), speakers, eval_root=wav, trials=trials)
 
 
 def _convert_m4a(src, dst):
@@ -315,54 +375,38 @@ def load_vox2(root, vox1_root=None, name="vox2"):
     v1 = vox1_root or os.path.join(root, "voxceleb1")
     _need_dir(v1, "VoxCeleb1 for the tests (wav/ + veri_test2.txt, list_test_all2.txt, "
                   "list_test_hard2.txt); put it at <data_root>/voxceleb1 or pass vox1_root")
-    eval_wav, _, lists, trials = _vox1_eval(v1, list(VOX1_TRIALS))
+    eval_wav, _, trials = _vox1_eval(v1, list(VOX1_TRIALS))
     items, speakers = _speaker_items(wav_dir, rels)
-    return DataSpec(name, "sv", items, len(speakers), speakers, root,
-                    trial_lists=lists, eval_root=eval_wav, trials=trials)
+    return DataSpec(name, "sv", items, len(speakers), speakers, eval_root=eval_wav, trials=trials)
 
 
-def read_protocol(path, ncols, audio_dir, ext=".flac"):
-    """Parse a CM protocol: [(path, 1 bona fide / 0 spoof)] and attack labels.
-    Column counts and file existence are checked line by line."""
+def _cm_split(proto, audio_dir, ncols, ext=".flac"):
+    """One split: its protocol, each named file checked on disk -> ([(path, label)], [attack])."""
+    entries = read_protocol(proto, columns=(ncols,))
     present = set(os.listdir(audio_dir))
-    items, attacks = [], []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != ncols:
-                raise ValueError(f"{path}, line {n}: expected {ncols} columns, got {len(cols)}: "
-                                 f"{line.strip()!r}")
-            # ASVspoof5: ... attack_tag attack_label key tmp; 2019: ... attack key
-            fid, attack, key = (cols[1], cols[7], cols[8]) if ncols == 10 else (cols[1], cols[3], cols[4])
-            if key not in ("bonafide", "spoof"):
-                raise ValueError(f"{path}, line {n}: key must be bonafide or spoof, got {key!r}")
-            if fid + ext not in present:
-                raise FileNotFoundError(f"{path}, line {n}: {fid}{ext} is not in {audio_dir}")
-            items.append((os.path.join(audio_dir, fid + ext), int(key == "bonafide")))
-            attacks.append("bonafide" if key == "bonafide" else attack)
-    return items, attacks
+    for e in entries:
+        if e.file + ext not in present:
+            raise FileNotFoundError(f"{proto}:{e.line}: {e.file}{ext} is not in {audio_dir}")
+    return [(os.path.join(audio_dir, e.file + ext), e.label) for e in entries], [e.attack for e in entries]
 
 
 def _load_cm(name, root, splits, ncols):
-    """Shared by ASVspoof5 and 2019: splits = {split: (protocol, audio dir)}."""
+    """Shared by ASVspoof5 and 2019: splits = {split: (protocol, audio dir)}. Everything
+    that is missing is named in one error; the eval protocol alone may be missing."""
     _need_dir(root, "the protocols " + ", ".join(os.path.basename(p) for p, _ in splits.values())
               + " and the folders " + ", ".join(os.path.relpath(d, root) for _, d in splits.values()))
-    parsed, protocols = {}, {}
-    for split, (proto, audio) in splits.items():
-        if not os.path.isfile(proto):
-            if split == "eval":                              # keys released late: optional
-                continue
-            raise FileNotFoundError(f"protocol file not found: {proto}")
-        _need_dir(audio, f"the {split} audio named in {os.path.basename(proto)}")
-        parsed[split], protocols[split] = read_protocol(proto, ncols, audio), proto
+    missing = [p for split, (p, _) in splits.items() if split != "eval" and not os.path.isfile(p)]
+    missing += [d for split, (p, d) in splits.items() if os.path.isfile(p) and not os.path.isdir(d)]
+    if missing:
+        raise FileNotFoundError(f"{name} in {root} is incomplete; not found:\n  " + "\n  ".join(missing))
+    parsed = {split: _cm_split(proto, audio, ncols) for split, (proto, audio) in splits.items()
+              if os.path.isfile(proto)}
     (train, train_att), (dev, _) = parsed["train"], parsed["dev"]
     ev, ev_att = parsed.get("eval", ([], []))
     seen = set(train_att)
     unseen = sorted({a for a in ev_att if a != "bonafide" and a not in seen})
-    return DataSpec(name, "cm", train, 2, ["spoof", "bonafide"], root, protocols=protocols,
-                    dev_items=dev, eval_items=ev, eval_attacks=ev_att, unseen_attacks=unseen)
+    return DataSpec(name, "cm", train, 2, ["spoof", "bonafide"], dev_items=dev, eval_items=ev,
+                    eval_attacks=ev_att, unseen_attacks=unseen)
 
 
 def load_asvspoof5(root, name="asvspoof5"):
@@ -525,6 +569,16 @@ class TrainCrops(torch.utils.data.Dataset):
         if self.augment is not None:
             wave = self.augment(wave, rng)
         return wave, label
+
+
+def epoch_batches(num_items, batch_size, epoch, seed, rank=0, world=1):
+    """The index batches of one epoch, this rank's share. Derived from (seed, epoch)
+    only, so a resumed run can regenerate them and skip the ones already done."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    order = torch.randperm(num_items, generator=g).tolist()
+    global_batch = batch_size * world
+    return [order[i + rank * batch_size: i + (rank + 1) * batch_size]
+            for i in range(0, num_items - global_batch + 1, global_batch)]
 
 
 class EvalUtterances(torch.utils.data.Dataset):

@@ -46,6 +46,7 @@ P_spoof = 0.05, C_miss = 1, C_fa = 10, written with bona fide as "target": P_tar
 import argparse
 import math
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -53,6 +54,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+import classifier
+import data
 
 # -----------------------------------------------------------------------------
 # cost presets
@@ -221,25 +226,6 @@ def cm_metrics(scores, labels, p_target: float = ASVSPOOF5.p_target, c_miss: flo
 # file formats
 
 
-class TrialList(list):
-    """A list of (label, enroll, test) that remembers its file and line numbers,
-    so that errors about a trial can point at the line it came from."""
-
-    def __init__(self, items=(), path=None, line_numbers=None):
-        super().__init__(items)
-        self.path = path
-        self.line_numbers = list(line_numbers) if line_numbers is not None else list(range(1, len(self) + 1))
-
-
-def _lines(path):
-    """Yield (line number, fields) for the non-blank lines of a text file."""
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if fields:
-                yield lineno, fields
-
-
 def _float(text, path, lineno):
     try:
         value = float(text)
@@ -250,27 +236,10 @@ def _float(text, path, lineno):
     return value
 
 
-def read_trials(path) -> TrialList:
-    """VoxCeleb trial list, one `label enroll test` per line, label 1 (target) or 0."""
-    items, linenos, seen = [], [], {}
-    for lineno, f in _lines(path):
-        if len(f) != 3 or f[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{lineno}: expected '<0|1> <enroll> <test>', got {' '.join(f)!r}")
-        key = (f[1], f[2])
-        if key in seen:
-            raise ValueError(f"{path}:{lineno}: trial {f[1]} {f[2]} repeats line {seen[key]}")
-        seen[key] = lineno
-        items.append((int(f[0]), f[1], f[2]))
-        linenos.append(lineno)
-    if not items:
-        raise ValueError(f"{path}: no trials")
-    return TrialList(items, path, linenos)
-
-
 def read_scores(path) -> dict:
     """SV score file, one `enroll test score` per line -> {(enroll, test): score}."""
     scores, seen = {}, {}
-    for lineno, f in _lines(path):
+    for lineno, f in data.text_lines(path):
         if len(f) != 3:
             raise ValueError(f"{path}:{lineno}: expected '<enroll> <test> <score>', got {' '.join(f)!r}")
         key = (f[0], f[1])
@@ -291,31 +260,11 @@ def write_scores(path, trials, scores):
             f.write(f"{trial[-2]} {trial[-1]} {float(s)!r}\n")  # repr: round-trips exactly
 
 
-def read_asvspoof5_protocol(path) -> dict:
-    """ASVspoof5 (or ASVspoof 2019 LA) protocol -> {filename: 1 bona fide / 0 spoof}.
-
-    The file name is the 2nd column; the key is the LAST column that reads 'bonafide' or
-    'spoof' (column 9 of ASVspoof5's 10, column 5 of 2019 LA's 5)."""
-    labels, seen = {}, {}
-    for lineno, f in _lines(path):
-        keys = [x for x in f if x in ("bonafide", "spoof")]
-        if len(f) < 2 or not keys:
-            raise ValueError(f"{path}:{lineno}: expected '<speaker> <file> ... <bonafide|spoof> ...', "
-                             f"got {' '.join(f)!r}")
-        if f[1] in seen:
-            raise ValueError(f"{path}:{lineno}: file {f[1]} repeats line {seen[f[1]]}")
-        seen[f[1]] = lineno
-        labels[f[1]] = 1 if keys[-1] == "bonafide" else 0
-    if not labels:
-        raise ValueError(f"{path}: no entries")
-    return labels
-
-
 def read_cm_scores(path) -> dict:
     """CM score file, `filename score` per line -> {filename: score}. An optional header
     line whose first field is 'filename' (ASVspoof5 submission format) is skipped."""
     scores, seen = {}, {}
-    for lineno, f in _lines(path):
+    for lineno, f in data.text_lines(path):
         if not seen and not scores and f[0] == "filename":
             continue
         if len(f) != 2:
@@ -443,6 +392,66 @@ def score_sv(embeddings, trials, mean=None, cohort=None, top_n: int = 300) -> np
 
 
 # -----------------------------------------------------------------------------
+# a model on a dataset: embed every test utterance once, then score the lists
+
+
+def embed_paths(score_fn, paths, num_workers: int = 0) -> dict:
+    """{path: score_fn(wave)} for every file. score_fn maps a (1, S) float32 waveform to a
+    1-D tensor: an SV embedding (E,) or a CM LLR (1,), e.g. classifier.utterance_scorer.
+
+    Full utterances, one at a time: a GroupNorm extractor (Base) normalises over all
+    frames, padding included, so batching unequal lengths would change the embeddings."""
+    loader = DataLoader(data.EvalUtterances(paths), batch_size=1, num_workers=num_workers,
+                        collate_fn=data.collate_pad)
+    out = {}
+    for waves, _, index in loader:                      # waves (1, S)
+        out[paths[int(index[0])]] = score_fn(waves)
+    return out
+
+
+def evaluate_sets(score_fn, spec, names=None):
+    """Metrics on a dataset's evaluation sets (data.DataSpec) -> ({name: metrics},
+    {name: (scores, labels)}). Each file is embedded once, however many sets use it."""
+    names = names or spec.eval_names()
+    cache = embed_paths(score_fn, sorted({p for name in names for p in spec.eval_paths(name)}))
+    results, raw = {}, {}
+    for name in names:
+        if spec.task == "sv":
+            trials = spec.sv_trials(name)
+            scores = score_sv(cache, trials)
+            labels = np.array([y for y, _, _ in trials])
+            results[name] = sv_metrics(scores, labels)
+        else:
+            items = spec.cm_items(name)
+            scores = np.array([float(cache[p]) for p, _ in items])
+            labels = np.array([y for _, y in items])
+            results[name] = cm_metrics(scores, labels)
+        raw[name] = (np.asarray(scores), labels)
+    return results, raw
+
+
+@torch.inference_mode()
+def inference_seconds(models, device, seconds=4.0, repeats=7):
+    """Wall time of one forward pass on `seconds` of audio (batch 1), for each model.
+    The models run interleaved (A, B, A, B, ...) and the minimum is kept, so a busy
+    machine slows both alike and the ratio stays meaningful."""
+    x = torch.randn(1, int(seconds * data.SAMPLE_RATE), device=device)
+    times = [[] for _ in models]
+    for m in models:
+        m.eval()(x)                                           # warm-up
+    for _ in range(repeats):
+        for m, t in zip(models, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            m(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
+
+
+# -----------------------------------------------------------------------------
 # DET plot
 
 _DET_TICKS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
@@ -529,12 +538,14 @@ def plot_det(systems: dict, path, title: str = "DET curve",
 
 
 def load_sv(scores_path, trials_path):
-    return match_sv_scores(read_trials(trials_path), read_scores(scores_path), source=str(scores_path))
+    """Scores and labels of a score file, in the order of a trial list (data.read_trials)."""
+    return match_sv_scores(data.read_trials(trials_path), read_scores(scores_path), source=str(scores_path))
 
 
 def load_cm(scores_path, protocol_path):
-    return match_cm_scores(read_asvspoof5_protocol(protocol_path), read_cm_scores(scores_path),
-                           source=str(scores_path))
+    """Scores and labels of a CM score file, in the order of a protocol (data.read_protocol)."""
+    protocol = {entry.file: entry.label for entry in data.read_protocol(protocol_path)}
+    return match_cm_scores(protocol, read_cm_scores(scores_path), source=str(scores_path))
 
 
 def format_metrics(name: str, m: dict) -> str:
@@ -630,21 +641,19 @@ def write_det(systems, path, task):
 def checkpoint_mode(args, parser) -> int:
     """Embed every test utterance of --data with the model in --checkpoint, score the
     trial lists (SV) or protocols (CM) and print the metrics."""
-    import data
-    import train
     if not args.data:
         parser.error("--checkpoint needs --data (and --data-root for real data)")
-    device = train.resolve_device(args.device)
     try:
-        model, extra = train.load_classifier(args.checkpoint, device)
+        device = classifier.resolve_device(args.device)
+        model, extra = classifier.load_classifier(args.checkpoint, device)
         spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                  toy_size=args.toy_size, vox1_root=args.vox1_root)
     except (OSError, ValueError) as err:
         parser.exit(2, f"evaluate.py: error: {err}\n")
-    if spec.task != extra["task"]:
-        parser.exit(2, f"evaluate.py: error: {args.checkpoint} is a {extra['task']} model but --data "
+    if spec.task != model.task:
+        parser.exit(2, f"evaluate.py: error: {args.checkpoint} is a {model.task} model but --data "
                        f"{args.data} is a {spec.task} dataset\n")
-    results, raw = train.evaluate_sets(model, spec, device, "none")
+    results, raw = evaluate_sets(classifier.utterance_scorer(model, device), spec)
     for name, m in results.items():
         print(format_metrics(name, m))
     if args.det:

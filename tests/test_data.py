@@ -103,7 +103,7 @@ def test_trial_naming_missing_file(tmp_path):
     vox1_tree(str(tmp_path))
     with open(tmp_path / "veri_test2.txt", "a") as fh:
         fh.write("0 id10270/vidA/00001.wav id10271/vidZ/00009.wav\n")
-    with pytest.raises(FileNotFoundError, match=r"line 4.*id10271/vidZ/00009.wav"):
+    with pytest.raises(FileNotFoundError, match=r"veri_test2.txt:4: trial names id10271/vidZ/00009.wav"):
         data.load_vox1(str(tmp_path))
 
 
@@ -111,7 +111,7 @@ def test_malformed_trial_line(tmp_path):
     vox1_tree(str(tmp_path))
     with open(tmp_path / "veri_test2.txt", "a") as fh:
         fh.write("1 id10270/vidA/00001.wav\n")
-    with pytest.raises(ValueError, match="veri_test2.txt, line 4"):
+    with pytest.raises(ValueError, match="veri_test2.txt:4: expected"):
         data.load_vox1(str(tmp_path))
 
 
@@ -208,16 +208,16 @@ def test_asvspoof5_errors(tmp_path):
     proto = tmp_path / "ASVspoof5.dev.track_1.tsv"
     good = proto.read_text()
     proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof\n")      # 9 columns
-    with pytest.raises(ValueError, match=r"ASVspoof5.dev.track_1.tsv, line 3: expected 10 columns"):
+    with pytest.raises(ValueError, match=r"ASVspoof5.dev.track_1.tsv:3: expected 10 \(ASVspoof5\) columns, got 9"):
         data.prepare_data("asvspoof5", str(tmp_path))
     proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof - x\n")  # 11 columns
-    with pytest.raises(ValueError, match=r"line 3: expected 10 columns, got 11"):
+    with pytest.raises(ValueError, match=r":3: expected 10 \(ASVspoof5\) columns, got 11"):
         data.prepare_data("asvspoof5", str(tmp_path))
     proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof -\n")    # missing file
-    with pytest.raises(FileNotFoundError, match=r"line 3: D_0000000009.flac"):
+    with pytest.raises(FileNotFoundError, match=r"dev.track_1.tsv:3: D_0000000009.flac is not in"):
         data.prepare_data("asvspoof5", str(tmp_path))
     proto.write_text(good.replace("bonafide -", "genuine -", 1))
-    with pytest.raises(ValueError, match="line 1: key must be"):
+    with pytest.raises(ValueError, match=":1: key \\(column 9\\) must be bonafide or spoof"):
         data.prepare_data("asvspoof5", str(tmp_path))
     proto.write_text(good)
     os.rename(tmp_path / "flac_D", tmp_path / "flac_dev")
@@ -249,7 +249,7 @@ def test_asvspoof2019_layout_and_bad_line(tmp_path):
     assert spec.eval_names() == ["dev", "eval", "eval_unseen"]
     proto = tmp_path / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt"
     proto.write_text("LA_0079 LA_T_0000000 - - bonafide\nLA_0079 LA_T_0000001 A01 spoof\n")
-    with pytest.raises(ValueError, match=r"train.trn.txt, line 2: expected 5 columns"):
+    with pytest.raises(ValueError, match=r"train.trn.txt:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
         data.prepare_data("asvspoof2019", str(tmp_path))
 
 

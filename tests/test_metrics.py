@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import data
 import evaluate as ev
 
 # -----------------------------------------------------------------------------
@@ -264,16 +265,19 @@ def write(tmp_path, name, text):
 
 
 def test_read_trials_and_errors(tmp_path):
+    """data.read_trials is the one trial-list reader (training, evaluation and the CLI)."""
     p = write(tmp_path, "t.txt", "1 a/1.wav b/1.wav\n0 a/1.wav c/1.wav\n\n1 c/1.wav c/2.wav\n")
-    t = ev.read_trials(p)
+    t = data.read_trials(p)
     assert list(t) == [(1, "a/1.wav", "b/1.wav"), (0, "a/1.wav", "c/1.wav"), (1, "c/1.wav", "c/2.wav")]
     assert t.line_numbers == [1, 2, 4]
     with pytest.raises(ValueError, match=r"t2\.txt:3:"):
-        ev.read_trials(write(tmp_path, "t2.txt", "1 a b\n0 a c\n1 a\n"))
+        data.read_trials(write(tmp_path, "t2.txt", "1 a b\n0 a c\n1 a\n"))
     with pytest.raises(ValueError, match=r":2:.*<0\|1>"):
-        ev.read_trials(write(tmp_path, "t3.txt", "1 a b\ntarget a c\n"))
+        data.read_trials(write(tmp_path, "t3.txt", "1 a b\ntarget a c\n"))
     with pytest.raises(ValueError, match=r":3: trial a b repeats line 1"):
-        ev.read_trials(write(tmp_path, "t4.txt", "1 a b\n0 a c\n0 a b\n"))
+        data.read_trials(write(tmp_path, "t4.txt", "1 a b\n0 a c\n0 a b\n"))
+    with pytest.raises(ValueError, match=r"t5\.txt: no trials"):
+        data.read_trials(write(tmp_path, "t5.txt", "\n\n"))
 
 
 def test_scores_roundtrip_and_errors(tmp_path):
@@ -290,7 +294,7 @@ def test_scores_roundtrip_and_errors(tmp_path):
         ev.read_scores(write(tmp_path, "s3.txt", "a b\n"))
     with pytest.raises(ValueError, match=r":3: duplicate score for a b \(first on line 1\)"):
         ev.read_scores(write(tmp_path, "s4.txt", "a b 1\na c 2\na b 3\n"))
-    tl = ev.read_trials(write(tmp_path, "t.txt", "1 a b\n0 a c\n1 d e\n"))
+    tl = data.read_trials(write(tmp_path, "t.txt", "1 a b\n0 a c\n1 d e\n"))
     sc, lab = ev.match_sv_scores(tl, got)
     assert sc.tolist() == s.tolist() and lab.tolist() == [True, False, True]
     with pytest.raises(ValueError, match=r"no score for 1 of 3 trials: d e \(.*t\.txt:3\)"):
@@ -298,25 +302,35 @@ def test_scores_roundtrip_and_errors(tmp_path):
 
 
 def test_asvspoof_protocol_and_cm_scores(tmp_path):
+    """data.read_protocol is the one protocol reader (training, evaluation and the CLI)."""
     proto = write(tmp_path, "p.tsv",
                   "T_0000 T_0000000001 F - - - AC2 A02 spoof -\n"
-                  "T_0001 T_0000000002 M - - - - bonafide bonafide -\n"
-                  "LA_0079 LA_T_1138215 - - bonafide\n")
-    assert ev.read_asvspoof5_protocol(proto) == {"T_0000000001": 0, "T_0000000002": 1, "LA_T_1138215": 1}
-    with pytest.raises(ValueError, match=r"p2\.tsv:2:"):
-        ev.read_asvspoof5_protocol(write(tmp_path, "p2.tsv", "T_0 f1 spoof\nT_0 f2 - -\n"))
-    with pytest.raises(ValueError, match=r":2: file f1 repeats line 1"):
-        ev.read_asvspoof5_protocol(write(tmp_path, "p3.tsv", "T_0 f1 spoof\nT_0 f1 bonafide\n"))
+                  "T_0001 T_0000000002 M - - - - bonafide bonafide -\n")
+    assert data.read_protocol(proto) == [("T_0000000001", 0, "A02", 1), ("T_0000000002", 1, "bonafide", 2)]
+    la = write(tmp_path, "la.txt", "LA_0079 LA_T_1138215 - - bonafide\nLA_0079 LA_T_1138216 - A07 spoof\n")
+    assert [(e.file, e.label, e.attack) for e in data.read_protocol(la)] == [
+        ("LA_T_1138215", 1, "bonafide"), ("LA_T_1138216", 0, "A07")]
+    with pytest.raises(ValueError, match=r"p2\.tsv:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
+        data.read_protocol(write(tmp_path, "p2.tsv", "T_0 f1 - - spoof\nT_0 f2 - -\n"))
+    with pytest.raises(ValueError, match=r"p3\.tsv:2: file f1 repeats line 1"):
+        data.read_protocol(write(tmp_path, "p3.tsv", "T_0 f1 - - spoof\nT_0 f1 - - bonafide\n"))
+    with pytest.raises(ValueError, match=r"p4\.tsv:1: key \(column 5\) must be bonafide or spoof"):
+        data.read_protocol(write(tmp_path, "p4.tsv", "T_0 f1 - - fake\n"))
+    with pytest.raises(ValueError, match=r"p5\.tsv:2: expected 10 \(ASVspoof5\) columns, got 5"):
+        data.read_protocol(write(tmp_path, "p5.tsv", "T_0000 T_1 F - - - AC2 A02 spoof -\nLA_0 LA_1 - - spoof\n"))
+    with pytest.raises(ValueError, match=r"p6\.tsv: no entries"):
+        data.read_protocol(write(tmp_path, "p6.tsv", ""))
     sc = write(tmp_path, "cm.txt", "filename\tcm-score\nT_0000000001 -2.5\nT_0000000002 3\nLA_T_1138215 1\n")
     assert ev.read_cm_scores(sc) == {"T_0000000001": -2.5, "T_0000000002": 3.0, "LA_T_1138215": 1.0}
     with pytest.raises(ValueError, match=r":3: duplicate score for f1 \(first on line 1\)"):
         ev.read_cm_scores(write(tmp_path, "cm2.txt", "f1 1\nf2 2\nf1 3\n"))
     with pytest.raises(ValueError, match=r"cm3\.txt:2:"):
         ev.read_cm_scores(write(tmp_path, "cm3.txt", "f1 1\nf2 2 3\n"))
-    with pytest.raises(ValueError, match=r"no score for 1 of 3 protocol files: T_0000000002"):
+    with pytest.raises(ValueError, match=r"no score for 1 of 2 protocol files: T_0000000002"):
         ev.load_cm(write(tmp_path, "cm4.txt", "T_0000000001 1\nLA_T_1138215 2\n"), proto)
-    s, y = ev.load_cm(sc, proto)
-    assert s.tolist() == [-2.5, 3.0, 1.0] and y.tolist() == [False, True, True]
+    with pytest.warns(UserWarning, match="1 scores are not in the protocol files"):
+        s, y = ev.load_cm(sc, proto)
+    assert s.tolist() == [-2.5, 3.0] and y.tolist() == [False, True]
 
 
 # -----------------------------------------------------------------------------

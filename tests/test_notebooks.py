@@ -32,6 +32,7 @@ def _first_error(nb):
     return None, None, None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks in notebooks/")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path):

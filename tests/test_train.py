@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import classifier
 import evaluate
 import train
 import wavlm_masked as W
@@ -21,6 +22,7 @@ def small_run_args(tmp_path, data="toy", out="run", steps=6, extra=()):
             "--num-workers", "0", "--eval-every", "3", "--save-every", "2", "--target", "0.5", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["toy", "toy_spoof"])
 def test_end_to_end_toy_run(tmp_path, data, capsys):
     report = train.main(small_run_args(tmp_path, data))
@@ -44,8 +46,8 @@ def test_end_to_end_toy_run(tmp_path, data, capsys):
     assert abs(saved["eer_masked"] - saved["eer_pruned"]) <= 1.0 / min(
         saved["pruned"][saved["test_set"]]["n_target"], saved["pruned"][saved["test_set"]]["n_nontarget"])
     # The saved classifier reloads without the original checkpoint.
-    model, extra = train.load_classifier(out / "pruned_model.pt")
-    assert extra["task"] == ("sv" if data == "toy" else "cm")
+    model, extra = classifier.load_classifier(out / "pruned_model.pt")
+    assert model.task == extra["task"] == ("sv" if data == "toy" else "cm")
     rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "task_loss" in r] == list(range(1, 7))
     assert any("eer" in r for r in rows)
@@ -96,9 +98,29 @@ def final_weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_resume_gives_identical_weights(tmp_path):
+class SimulatedCrash(Exception):
+    pass
+
+
+def crash_after(monkeypatch, last_step):
+    """Make train.main die right after logging `last_step`, as a killed process would."""
+    log_step = train.log_step
+
+    def log_then_crash(logger, step, *rest):
+        log_step(logger, step, *rest)
+        if step >= last_step:
+            logger.close()
+            raise SimulatedCrash(f"step {step}")
+    monkeypatch.setattr(train, "log_step", log_then_crash)
+
+
+@pytest.mark.slow
+def test_resume_gives_identical_weights(tmp_path, monkeypatch):
     train.main(small_run_args(tmp_path, out="full", steps=8))
-    train.main(small_run_args(tmp_path, out="cut", steps=8, extra=["--stop-after", "5"]))
+    with monkeypatch.context() as m:
+        crash_after(m, 5)
+        with pytest.raises(SimulatedCrash):
+            train.main(small_run_args(tmp_path, out="cut", steps=8))
     # Stopped after step 5, but the last checkpoint is from step 4 (--save-every 2):
     # step 5 is lost as in a real crash, and redone after the resume.
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 4
@@ -115,10 +137,13 @@ def test_resume_gives_identical_weights(tmp_path):
     assert full["eer_pruned"] == cut["eer_pruned"] and full["params_after"] == cut["params_after"]
 
 
-def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
+def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no checkpoint"):
         train.main(small_run_args(tmp_path, out="new", extra=["--resume"]))
-    train.main(small_run_args(tmp_path, out="once", steps=2, extra=["--stop-after", "2"]))
+    with monkeypatch.context() as m:
+        crash_after(m, 3)                      # after the checkpoint of step 2
+        with pytest.raises(SimulatedCrash):
+            train.main(small_run_args(tmp_path, out="once", steps=4))
     with pytest.raises(SystemExit, match="exists"):
         train.main(small_run_args(tmp_path, out="once", steps=2))
 
@@ -136,6 +161,7 @@ def test_argument_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
            os.path.join(ROOT, "train.py"), *small_run_args(tmp_path, steps=4, extra=["--device", "cpu"])]

@@ -32,7 +32,7 @@ def max_diff(a, b):
 @pytest.mark.parametrize("cfg", [
     W.WavLMConfig.tiny(),
     W.WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True),
-    W.WavLMConfig.wavlm_base(),
+    pytest.param(W.WavLMConfig.wavlm_base(), marks=pytest.mark.slow),
 ], ids=["tiny-base", "tiny-large", "wavlm-base"])
 def test_matches_torchaudio(cfg, tmp_path):
     torch.manual_seed(0)
