@@ -323,15 +323,24 @@ class AAMSoftmax(nn.Module):
         cos = self.cosine(embeddings)  # (B, N)
         if labels is None:
             return self.scale * cos
-        y = labels.long()[:, None]  # (B, 1)
+        y = labels.long()[:, None]  # (B, 1): the column index of each row's target class
+        # Tensor.scatter / gather along dim 1 work row by row: scatter(1, idx, v) returns a
+        # COPY of the (B, N) tensor with row b's columns idx[b] set to v; gather(1, idx)
+        # reads row b's columns idx[b]. No in-place write, so autograd sees every step.
         if self.inter_topk > 0 and self.penalty > 0:
-            # hardest negatives: mask out the target (cos >= -1 > -2), take the top k
+            # Hardest negatives. cos.scatter(1, y, -2.0): a copy where each row's target
+            # column reads -2.0; every real cosine is >= -1, so the target can never be
+            # among the top k, even when k = N - 1 (inter_topk is capped there). Any value
+            # below -1 would do; -2.0 stays finite. .topk(k, dim=1) then gives the k
+            # largest NON-target cosines per row and their class indices, (B, k) each.
             top_cos, top_idx = cos.scatter(1, y, -2.0).topk(self.inter_topk, dim=1)  # (B, k)
             sin = torch.sqrt((1.0 - top_cos * top_cos).clamp_min(1e-12))
             raised = top_cos * self.cos_p + sin * self.sin_p  # cos(theta - m')
             raised = torch.where(top_cos > self.cos_p, torch.ones_like(raised), raised)  # theta < m'
+            # Write the raised cosines back into the (B, N) matrix at those k columns;
+            # the target column and the other negatives keep their values.
             cos = cos.scatter(1, top_idx, raised)
-        c = cos.gather(1, y)  # (B, 1) target cosine
+        c = cos.gather(1, y)  # (B, 1) target cosine (never touched by the penalty above)
         # clamp_min keeps the sqrt gradient finite if an embedding sits exactly on its centre
         sin = torch.sqrt((1.0 - c * c).clamp_min(1e-12))
         phi = c * self.cos_m - sin * self.sin_m  # cos(theta + m)
@@ -339,6 +348,8 @@ class AAMSoftmax(nn.Module):
             phi = torch.where(c > 0, phi, c)
         else:
             phi = torch.where(c > self.th, phi, c - self.mm)
+        # Put cos(theta_y + m) into each row's target column: (B, N) logits with both
+        # margins in place, scaled by s.
         return self.scale * cos.scatter(1, y, phi)  # (B, N)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

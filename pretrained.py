@@ -1,7 +1,7 @@
 """
 Loading pretrained WavLM / HuBERT / wav2vec 2.0 checkpoints into our MaskedWavLM.
 
-Three file formats hold the same weights under different names (REFERENCE.md Sec. 5):
+Three file formats hold the same weights under different names (docs/method.md Sec. 5):
   * unilm / Microsoft .pt: {'cfg': fairseq-style config, 'model': state dict};
   * a Hugging Face folder: config.json + model.safetensors / pytorch_model.bin;
   * a torchaudio bundle .pth: a bare state dict with a fused q/k/v projection.

@@ -399,9 +399,13 @@ def vocode(x, f0, voiced, attack, rng):
     if attack == "A01":                                      # mel + Griffin-Lim
         M = _oversmooth(_MEL.fb.T.double() @ (X.abs() ** 2), width)  # (80 mels, frames) power
         P = torch.clamp(_MEL_PINV @ M, min=0)                # back to linear power
-        # 16 iterations from zero phase (rand_init=False keeps it deterministic).
-        y = torchaudio.functional.griffinlim(torch.sqrt(P).float(), _WINDOW.float(), N_FFT, HOP, N_FFT,
-                                             1.0, 16, 0.99, n, False)
+        # Keyword arguments (torchaudio's griffinlim has no defaults). power=1.0: the input
+        # is a magnitude, sqrt(P), not a power. 16 iterations with the fast-Griffin-Lim
+        # momentum 0.99, from zero phase (rand_init=False keeps it deterministic); `length`
+        # trims the output to the input's n samples.
+        y = torchaudio.functional.griffinlim(
+            torch.sqrt(P).float(), window=_WINDOW.float(), n_fft=N_FFT, hop_length=HOP,
+            win_length=N_FFT, power=1.0, n_iter=16, momentum=0.99, length=n, rand_init=False)
         return y.double().numpy()
     if attack == "A02":                                      # LPC vocoder
         r = np.fft.irfft((X.abs() ** 2).T.numpy(), N_FFT, axis=1)[:, :19]

@@ -25,7 +25,7 @@ Where the gates sit, and why each one can be folded away exactly:
       -> layer l:  attention: heads x z_head -> out_proj -> x z_att   (both folded into out_proj)
                    FFN:       GELU(W1 x) x z_unit -> W2 -> x z_ffn      (both folded into W2)
 
-Two traps make naive pruning inexact (REFERENCE.md Sec. 4), and this design avoids both:
+Two traps make naive pruning inexact (docs/method.md Sec. 4); this design avoids both:
   1. A LayerNorm over conv channels computes its mean and variance over ALL channels,
      so zeroing a channel changes the statistics of the others, while removing it does
      not. Our LayerNorms over channels therefore use statistics over the *kept*
@@ -329,6 +329,26 @@ class SelfAttention(nn.Module):
         x: (B, T, E) layer input; position_bias: (H_total, T, T) -> (B, h, T, T).
         The gate reads head h's slice of the input (d = E / H_total channels), so the
         split uses the ORIGINAL head count even after heads were pruned.
+
+        The paper (Chen et al. 2022, arXiv 2110.13900, Sec. III-B) computes an update
+        gate and a reset gate from the query q_i of each head, both sigmoids of a dot
+        product, and rescales the bucket bias d_{i-j} by a learned scalar w:
+            r_{i-j} = d_{i-j} + g_update d_{i-j} + (1 - g_update) w g_reset d_{i-j}.
+        Write a = 1 - g_update (also a sigmoid: of the negated dot product; the sign
+        is absorbed by the learned weights), b = g_reset, c = w. Then
+            r / d = 1 + (1 - a) + a b c = a (b c - 1) + 2,
+        which is the `- 1.0` and `+ 2.0` below. c is `gru_rel_pos_const`, one per head,
+        initialised to 1. The gate is linear in a, from 2 (a = 0) to 1 + b c (a = 1),
+        so it lies between min(1, 1 + c) and max(2, 1 + c). For 0 <= c <= 1, as at
+        initialisation, that is (1, 2): the plain d_{i-j} term always passes (the bias
+        is never switched off or flipped) and the input can at most double it, per
+        query frame. A learned c outside [0, 1] widens the range to (1 + c, 2) or (1, 1 + c).
+
+        "q_i" is, as in the reference code's main path and in HF and torchaudio, the
+        layer INPUT cut into per-head slices, not q_proj(x). (The reference's fallback
+        path, taken only on TPUs, under TorchScript or with incremental decoding, gates
+        with the projected, scaled query instead.)
+        See docs/method.md Sec. 4 for why the embedding lives in the encoder.
         """
         B, T, _ = x.shape
         x_heads = x.view(B, T, self.num_heads_total, self.head_dim).transpose(1, 2)   # (B, H, T, d)
@@ -336,9 +356,13 @@ class SelfAttention(nn.Module):
         if not self.all_heads:
             x_heads = x_heads.index_select(1, self.kept_heads)                         # (B, h, T, d)
             bias = bias.index_select(0, self.kept_heads)                               # (h, T, T)
+        # d -> 8 outputs, summed in two groups of 4 (outputs 0-3 -> a, 4-7 -> b). A sum
+        # of linear outputs is one linear output with the rows summed, so this IS a
+        # Linear(d, 2); neither paper nor reference code says why 8. We keep the 8 rows
+        # because that is the shape every checkpoint stores (grep_linear: (8, d)).
         gates = self.gru_rel_pos_linear(x_heads).view(B, self.num_heads, T, 2, 4).sum(-1)
         gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)                         # (B, h, T, 1)
-        gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
+        gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0     # a (b c - 1) + 2
         return gate * bias[None]                                                       # (B, h, T, T)
 
     def forward(self, x, position_bias=None, key_padding=None):
@@ -495,7 +519,7 @@ class MaskedWavLM(nn.Module):
 
     # --- size
     def expected_num_params(self, deterministic: Optional[bool] = None) -> torch.Tensor:
-        """Model size as a function of the gates (REFERENCE.md Sec. 3).
+        """Model size as a function of the gates (docs/method.md Sec. 3).
 
         Training mode: E[#params], a differentiable product of expectations (gates are
         independent), built from each gate's l0_norm. Eval mode: the count of what the

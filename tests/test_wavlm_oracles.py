@@ -41,7 +41,7 @@ def test_matches_torchaudio(cfg, tmp_path):
     ours = load_pretrained(tmp_path / "ta.pth").eval()
     assert ours.num_params() == sum(p.numel() for p in ref.parameters())
     if cfg.num_layers == 12:
-        assert ours.num_params() == 94_381_168          # torchaudio wavlm_base(), REFERENCE.md Sec. 5
+        assert ours.num_params() == 94_381_168    # torchaudio wavlm_base(), docs/method.md Sec. 3
     x = torch.randn(2, 16000)
     with torch.no_grad():
         expected, _ = ref.extract_features(x)           # the L layer outputs
