@@ -39,7 +39,7 @@ Metrics
 - Cllr = 1/2 [mean_tar log2(1 + e^-s) + mean_non log2(1 + e^s)]  (Brummer & du Preez
   2006): the cross-entropy of the LLRs, in bits; 1.0 = an uninformative system.
 
-Cost presets (REFERENCE sec. 7): VoxCeleb P_tar = 0.01, C_miss = C_fa = 1. ASVspoof5:
+Cost presets (docs/method.md Sec. 7): VoxCeleb P_tar = 0.01, C_miss = C_fa = 1. ASVspoof5:
 P_spoof = 0.05, C_miss = 1, C_fa = 10, written with bona fide as "target": P_tar = 0.95.
 """
 

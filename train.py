@@ -116,6 +116,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="torch compute threads (default: one per core); "
+                                                 "use 1 when several jobs share the machine")
     p.add_argument("--grad-clip", type=float, default=5.0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     args = p.parse_args(argv)
@@ -224,6 +226,17 @@ def set_learning_rates(optimizer, step, args, total_steps, steps_per_epoch):
         # gates: constant lr, as in the recipe
 
 
+def setup_threads(threads, is_main):
+    """More compute threads than free cores make OpenMP threads spin while they wait on
+    each other: several jobs with one thread per core each can run 10x slower."""
+    if threads:
+        torch.set_num_threads(threads)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if is_main and load > cores and torch.get_num_threads() > 1:
+        print(f"note: the machine is busy (load average {load:.1f} on {cores} cores) and this run uses "
+              f"{torch.get_num_threads()} threads; if other jobs compute too, pass --threads 1")
+
+
 def setup_distributed(device_choice):
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -269,6 +282,7 @@ def main(argv=None):
     args = parse_args(argv)
     device, rank, world = setup_distributed(args.device)
     is_main = rank == 0
+    setup_threads(args.threads, is_main)
     if args.amp == "bf16" and device.type != "cuda":
         if is_main:
             print("note: --amp bf16 needs a CUDA device; training in fp32 on the CPU")
