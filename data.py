@@ -39,11 +39,13 @@ Labels: SV class = speaker index (speakers sorted by id); CM class 1 = bona
 fide, 0 = spoof, so that a higher score always means "target / bona fide".
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -169,6 +171,20 @@ class DataSpec:
             keep = set(self.unseen_attacks) | {"bonafide"}
             return [it for it, a in zip(self.eval_items, self.eval_attacks) if a in keep]
         raise KeyError(f"unknown CM evaluation set {name!r}; have {self.eval_names()}")
+
+    def without_files(self, bad):
+        """A copy without the files in `bad` (absolute paths): training items, the trials
+        that name one of them, and CM evaluation items."""
+        def keep_trials(tl):
+            rows = [(t, n) for t, n in zip(tl, tl.line_numbers)
+                    if os.path.join(self.eval_root, t[1]) not in bad and os.path.join(self.eval_root, t[2]) not in bad]
+            return TrialList([t for t, _ in rows], tl.path, [n for _, n in rows])
+        keep_eval = [i for i, (p, _) in enumerate(self.eval_items) if p not in bad]
+        return replace(self, train_items=[it for it in self.train_items if it[0] not in bad],
+                       trials={k: keep_trials(tl) for k, tl in self.trials.items()},
+                       dev_items=[it for it in self.dev_items if it[0] not in bad],
+                       eval_items=[self.eval_items[i] for i in keep_eval],
+                       eval_attacks=[self.eval_attacks[i] for i in keep_eval])
 
     def eval_paths(self, name=None):
         """Sorted unique audio files of one evaluation set (or all of them):
@@ -458,6 +474,128 @@ def prepare_data(name, data_root=None, cache_dir=None, seed=0, toy_size="default
     if name == "vox2":
         return load_vox2(data_root, vox1_root)
     return loaders[name](data_root)
+
+# ----------------------------------------------------------------------------
+# every file checked before the first step
+
+
+MIN_AUDIO_SECONDS = 0.5   # shorter files hold about one syllable: a damaged or mislabelled file
+
+
+def _probe(path):
+    """(size, mtime_ns, sample rate, frames, problem or ""). The header is enough for
+    most files; an uncompressed file whose header promises more samples than the file
+    holds is read in full, since that is how a truncated copy looks."""
+    st = os.stat(path)
+    try:
+        info = sf.info(path)
+        frames = info.frames
+        width = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "PCM_U8": 1, "PCM_S8": 1}
+        if info.subtype in width and st.st_size < frames * info.channels * width[info.subtype]:
+            frames = len(sf.read(path, dtype="float32", always_2d=True)[0])
+        problem = "" if frames > 0 else "no audio samples"
+        return st.st_size, st.st_mtime_ns, info.samplerate, frames, problem
+    except Exception as e:                       # soundfile's errors name the format problem
+        return st.st_size, st.st_mtime_ns, 0, 0, " ".join(str(e).split())[:200] or type(e).__name__
+
+
+class FileChecks:
+    """A cache of _probe results keyed by path and invalidated by size and mtime, so a
+    million-file corpus is read once: one tab-separated line per file."""
+
+    def __init__(self, path):
+        self.path, self.rows = path, {}
+        if path and os.path.exists(path):
+            for line in open(path, encoding="utf-8"):
+                f = line.rstrip("\n").split("\t")
+                if len(f) == 6:
+                    self.rows[f[0]] = (int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5])
+
+    def probe_all(self, paths, progress=True):
+        todo = []
+        for p in paths:
+            row = self.rows.get(p)
+            st = os.stat(p) if os.path.exists(p) else None
+            if st is None:
+                self.rows[p] = (0, 0, 0, 0, "file not found")
+            elif row is None or row[:2] != (st.st_size, st.st_mtime_ns):
+                todo.append(p)
+        if todo:
+            from tqdm import tqdm
+            with ThreadPoolExecutor(8) as pool:             # header reads wait on the disk, not the CPU
+                results = pool.map(_probe, todo)
+                for p, row in tqdm(zip(todo, results), total=len(todo), disable=not progress or len(todo) < 2000,
+                                   desc="checking audio files"):
+                    self.rows[p] = row
+            self.save()
+        return {p: self.rows[p] for p in paths}
+
+    def save(self):
+        if not self.path:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines("\t".join(map(str, (p, *row))) + "\n" for p, row in self.rows.items())
+        os.replace(self.path + ".tmp", self.path)
+
+
+def _listing(paths, why, limit=10):
+    shown = [f"  {p}: {why[p]}" if why else f"  {p}" for p in sorted(paths)[:limit]]
+    return "\n".join(shown + ([f"  ... and {len(paths) - limit} more"] if len(paths) > limit else []))
+
+
+def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progress=True):
+    """Check every file a run will read (training and evaluation) before the first
+    step -> (the DataSpec to use, a summary for config.json). The rules:
+    - unreadable or empty files, and evaluation files shorter than MIN_AUDIO_SECONDS,
+      are an error that names them (up to 10), unless skip_bad_files: then they are
+      left out, with the trials or protocol entries that use them;
+    - training files shorter than MIN_AUDIO_SECONDS are left out (listed);
+    - training files shorter than the crop are tiled (repeated) up to it, by TrainCrops;
+    - files at another sample rate are resampled to 16 kHz when read (counted here)."""
+    t0 = time.time()
+    train = sorted({p for p, _ in spec.train_items})
+    evals = spec.eval_paths()
+    key = hashlib.sha1((spec.eval_root + "|" + (train[0] if train else "")).encode()).hexdigest()[:16]
+    cache = FileChecks(os.path.join(cache_dir or default_cache_dir(), "file_checks", f"{spec.name}_{key}.tsv"))
+    rows = cache.probe_all(sorted(set(train) | set(evals)), progress)
+    seconds = {p: (r[3] / r[2] if r[2] else 0.0) for p, r in rows.items()}
+    broken = {p: r[4] for p, r in rows.items() if r[4]}
+    short_eval = {p: f"{seconds[p]:.2f} s" for p in evals if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
+    short_train = {p: f"{seconds[p]:.2f} s" for p in train if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
+    bad = {**broken, **short_eval}
+    if bad and not skip_bad_files:
+        parts = []
+        if broken:
+            parts.append(f"{len(broken)} unreadable or empty audio file(s):\n" + _listing(broken, broken))
+        if short_eval:
+            parts.append(f"{len(short_eval)} evaluation file(s) shorter than {MIN_AUDIO_SECONDS} s:\n"
+                         + _listing(short_eval, short_eval))
+        raise ValueError("\n".join(parts) + "\nReplace them, or pass --skip-bad-files to leave them out "
+                         "(with the trials or protocol entries that use them; listed in config.json).")
+    rates = {}
+    for p, r in rows.items():
+        if r[2] and r[2] != SAMPLE_RATE:
+            rates[r[2]] = rates.get(r[2], 0) + 1
+    tiled = sum(1 for p in train if p not in bad and MIN_AUDIO_SECONDS <= seconds[p] < crop_seconds)
+    notes = []
+    if short_train:
+        notes.append(f"{len(short_train)} training file(s) shorter than {MIN_AUDIO_SECONDS} s are left out:\n"
+                     + _listing(short_train, short_train))
+    if bad:
+        notes.append(f"--skip-bad-files leaves out {len(bad)} file(s):\n" + _listing(bad, bad))
+    if tiled:
+        notes.append(f"{tiled} training file(s) are shorter than the {crop_seconds:g}-s crop and are tiled "
+                     f"(repeated) up to it")
+    if rates:
+        notes.append("resampled to 16 kHz when read: " + ", ".join(f"{n} file(s) at {sr} Hz"
+                                                                 for sr, n in sorted(rates.items())))
+    for note in notes:
+        print("note: " + note)
+    summary = dict(checked=len(rows), seconds=round(time.time() - t0, 2), skipped=sorted(bad),
+                   skipped_reasons={p: bad[p] for p in sorted(bad)}, left_out_short_training=sorted(short_train),
+                   tiled_training=tiled, resampled={str(sr): n for sr, n in rates.items()})
+    return spec.without_files(set(bad) | set(short_train)), summary
 
 # ----------------------------------------------------------------------------
 # training crops and augmentation

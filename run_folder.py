@@ -12,12 +12,17 @@ What a training run keeps in its folder (`--out`), and how it is written.
 
 Nothing is lost on a crash: every file that is rewritten goes to a temporary name first
 and is renamed over the old one (os.replace is atomic on POSIX and Windows), so a
-reader never sees half a file. The log is appended line by line and flushed.
+reader never sees half a file. The log is appended line by line and flushed. Ctrl-C
+(SIGINT) and a scheduler's pre-emption (SIGTERM) let the step in flight finish, write a
+checkpoint, and exit with the shell's code for the signal (StopRequest).
 """
 
 import json
 import os
+import shlex
+import signal
 import sys
+import time
 
 import numpy as np
 import torch
@@ -33,21 +38,168 @@ def write_json(path, obj):
     os.replace(path + ".tmp", path)
 
 
+# ---------------------------------------------------------------------- interruptions
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM as a flag that the training loop reads after each
+    step, so the step in flight completes and a checkpoint is written.
+
+    Before `defer()` (data preparation, model loading) there is nothing to save, and a
+    signal raises KeyboardInterrupt at once. A second signal also does, for a user who
+    does not want to wait for the step to end.
+    """
+    EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}    # 128 + signal number
+
+    def __init__(self):
+        self.signum, self.deferred = None, False
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.EXIT_CODES}
+
+    def restore(self):
+        """Put back the handlers that were there before (train.main may run in-process)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        first = self.signum is None
+        self.signum = signum
+        if not (self.deferred and first):
+            raise KeyboardInterrupt
+
+    def defer(self):
+        self.deferred = True
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    def exit_code(self) -> int:
+        return self.EXIT_CODES.get(self.signum, 130)
+
+
+def stopped(logger, stop, step, total, argv, world, is_main):
+    """The end of a run stopped by a signal, after its checkpoint was written."""
+    logger.close()
+    if is_main:
+        print(f"\n{stop.name}: stopped after step {step} of {total}; checkpoint written. Continue "
+              f"with:\n  {resume_command(argv, world)}", file=sys.stderr)
+    sys.exit(stop.exit_code())
+
+
+def resume_command(argv, world=1) -> str:
+    """The command line that continues this run: the same arguments plus --resume."""
+    args = [a for a in argv if a not in ("--resume", "--re-export")] + ["--resume"]
+    launcher = f"torchrun --nproc_per_node={world} " if world > 1 else "python "
+    return launcher + " ".join(shlex.quote(a) for a in [sys.argv[0]] + args)
+
+
+# --------------------------------------------------------------------------- attempts
+def new_attempt(first_step) -> dict:
+    """One start of the run, fresh or resumed; its seconds grow as it goes."""
+    return dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), first_step=first_step, last_step=first_step,
+                seconds=0.0, ended="running")
+
+
+def close_crashed_attempt(attempts, log_path, step):
+    """The attempt saved in a checkpoint went on after it: by the log, up to which step
+    and for how long, before it crashed or was killed (read before truncate_log)."""
+    last = attempts[-1]
+    if last["ended"] != "running":                 # it stopped cleanly (a signal)
+        return attempts
+    rows = [json.loads(line) for line in open(log_path) if line.strip()] if os.path.exists(log_path) else []
+    rows = [r for r in rows if "seconds" in r and r["step"] >= last["last_step"]]
+    if rows:
+        last.update(last_step=rows[-1]["step"], seconds=max(last["seconds"], rows[-1]["seconds"]))
+    last["ended"] = f"crashed or killed; steps {step + 1}..{last['last_step']} redone"
+    return attempts
+
+
+def start_fresh(out):
+    """A run folder without a checkpoint but with a log: an earlier attempt died before
+    its first checkpoint. Move its log aside (said), so that the new log has one line
+    per step."""
+    log = os.path.join(out, "log.jsonl")
+    if os.path.exists(log) and os.path.getsize(log) > 0:
+        os.replace(log, os.path.join(out, "log.previous.jsonl"))
+        print(f"note: {out} holds the log of an earlier attempt that stopped before its first "
+              f"checkpoint; starting over (that log is now log.previous.jsonl)")
+
+
+# ------------------------------------------------------------------ opening a run
+def fail(message, is_main=True):
+    """A user error: one clear message, no traceback, exit code 2 (as argparse does)."""
+    if is_main:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_out_folder(out, resume, re_export):
+    """What --out already holds decides what may happen: a checkpoint needs --resume,
+    --resume needs a checkpoint, and a finished run is only exported again on request.
+    Returns True when there is nothing to do."""
+    ckpt, report = os.path.join(out, "checkpoint.pt"), os.path.join(out, "report.json")
+    if not resume and os.path.exists(ckpt):
+        fail(f"{ckpt} exists; pass --resume to continue it or choose another --out")
+    if resume and not os.path.exists(ckpt):
+        fail(f"--resume but there is no checkpoint at {ckpt}; start without --resume")
+    if resume and os.path.exists(report) and not re_export:
+        print(f"{out} is a finished run (report.json); nothing to do. Add --re-export to evaluate, "
+              f"prune and export it again.")
+        return True
+    return False
+
+
+def open_run(out, resume, model, lambdas, optimizer, lambda_optimizer, is_main):
+    """Start or continue the run in `out` -> (step, attempts), the last attempt being
+    this one. --resume loads the checkpoint and cuts the log back to it."""
+    if not resume:
+        if is_main:
+            os.makedirs(out, exist_ok=True)
+            start_fresh(out)
+        return 0, [new_attempt(0)]
+    step, attempts = load_checkpoint(os.path.join(out, "checkpoint.pt"), model, lambdas, optimizer,
+                                     lambda_optimizer)
+    report = os.path.join(out, "report.json")
+    if os.path.exists(report):                 # a finished run, exported again: its report
+        with open(report) as f:                # knows how the last attempt ended
+            attempts = json.load(f).get("attempts", attempts)
+    elif is_main:
+        log = os.path.join(out, "log.jsonl")
+        attempts = close_crashed_attempt(attempts, log, step)
+        truncate_log(log, step)
+    return step, attempts + [new_attempt(step)]
+
+
+def plain_values(options: dict) -> dict:
+    """The options a checkpoint or a model file may hold: plain values only."""
+    return {k: v for k, v in options.items() if isinstance(v, (int, float, str, bool, list, type(None)))
+            and k not in ("resume", "re_export")}
+
+
+def write_config(out, config: dict, logger):
+    """config.json, and the same on screen (without the long file-check lists)."""
+    write_json(os.path.join(out, "config.json"), config)
+    logger.print("resolved config:\n" + json.dumps({k: v for k, v in config.items() if k != "data_check"},
+                                                   indent=2))
+
+
 # ------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path, step, model, lambdas, optimizer, lambda_optimizer, args: dict):
+def save_checkpoint(path, step, model, lambdas, optimizer, lambda_optimizer, args: dict, attempts):
     """Everything needed to continue bit-for-bit: weights, gates, multipliers, optimiser
-    states, RNG states, data position (= step). Tensors and plain values only, so the
-    file loads with weights_only=True."""
+    states, RNG states, data position (= step), and the attempts so far. Tensors and
+    plain values only, so the file loads with weights_only=True."""
     state = {"step": step, "model": model.state_dict(), "ssl_config": model.ssl.config.to_dict(),
              "lambdas": lambdas.detach().cpu(), "optimizer": optimizer.state_dict(),
              "lambda_optimizer": lambda_optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-             "args": args}
+             "args": args, "attempts": attempts}
     wavlm_masked.atomic_torch_save(state, path)
 
 
-def load_checkpoint(path, model, lambdas, optimizer, lambda_optimizer) -> int:
-    """Restore what save_checkpoint wrote; returns the step to continue from."""
+def load_checkpoint(path, model, lambdas, optimizer, lambda_optimizer):
+    """Restore what save_checkpoint wrote -> (the step to continue from, attempts)."""
     state = wavlm_masked.read_checkpoint(path)
     wavlm_masked.load_state_exactly(model, state["model"], path)
     with torch.no_grad():
@@ -57,7 +209,7 @@ def load_checkpoint(path, model, lambdas, optimizer, lambda_optimizer) -> int:
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"]
+    return state["step"], state.get("attempts", [])
 
 
 # ---------------------------------------------------------------------------- logging
@@ -95,6 +247,16 @@ class Logger:
     def step(self):
         if self.bar is not None:
             self.bar.update(1)
+
+    def log_step(self, step, values, target, params0, lr, seconds):
+        """One training step: the loss terms, both sparsity estimates, the multipliers."""
+        loss, task_loss, s_hat, expected, deployed, lambda1, lambda2 = values
+        self.log(dict(step=step, loss=loss, task_loss=task_loss, s_hat=s_hat,
+                      s_expected=1 - expected / params0, s_deployed=1 - deployed / params0,
+                      target=target, lambda1=lambda1, lambda2=lambda2, lr=lr, seconds=seconds),
+                 show=dict(loss=f"{task_loss:.3f}", s=f"{s_hat:.3f}", t=f"{target:.3f}",
+                           l1=f"{lambda1:.2f}", l2=f"{lambda2:.2f}"))
+        self.step()
 
     def print(self, *msg):
         if self.enabled:

@@ -39,6 +39,7 @@ Two traps make naive pruning inexact (docs/method.md Sec. 4); this design avoids
 import copy
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
@@ -572,6 +573,45 @@ class MaskedWavLM(nn.Module):
                 total = total + 4 * E                                      # the two post-LNs
         return total
 
+    @torch.no_grad()
+    def shift_gates_to_size(self, target_params: float) -> Dict[str, float]:
+        """Shift gate logits so that the exported size (eval masks) comes as close to
+        `target_params` as the units allow. Returns the offset added per kind of gate.
+
+        Lowering every log_alpha of some gates by the same delta keeps each group's
+        ranking of its units and lowers every P(z != 0), so the exported size can only
+        shrink as delta falls: bisection on that monotone step function finds the delta
+        whose size is nearest the target. A first pass shifts all gates alike; since a
+        head or a whole block moves the size in big steps, a second pass shifts only the
+        FFN-unit gates and a third only the conv-channel gates, the finest units, to
+        close what is left. The soft values of the kept units move with their logits,
+        which is why the caller fine-tunes the fixed structure afterwards (train.py).
+        """
+        named = self.gates()
+        passes = {"all": list(named.values()),
+                  "interm": [g for n, g in named.items() if n.endswith("unit_gate")],
+                  "conv": [g for n, g in named.items() if n.endswith("channel_gate")]}
+        size = lambda: self.expected_num_params(deterministic=True).item()
+        shifts = {}
+        for kind, gates in passes.items():
+            start = [g.log_alpha.clone() for g in gates]
+
+            def size_at(delta):
+                for g, la in zip(gates, start):
+                    g.log_alpha.copy_(la + delta)
+                return size()
+
+            if not gates:
+                continue
+            lo, hi = -30.0, 30.0              # |log_alpha| > 25: P(z != 0) is ~0 or ~1 anyway
+            for _ in range(40):               # invariant: size_at(lo) <= target < size_at(hi)
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if size_at(mid) <= target_params else (lo, mid)
+            best = min((0.0, lo, hi), key=lambda d: (abs(size_at(d) - target_params), abs(d)))
+            size_at(best)
+            shifts[kind] = best
+        return shifts
+
     # --- pruning
     @torch.no_grad()
     def prune(self) -> "MaskedWavLM":
@@ -728,15 +768,28 @@ def load(path: str, map_location="cpu") -> Tuple[MaskedWavLM, dict]:
 
 
 def read_checkpoint(path, map_location="cpu"):
-    """Checkpoints are untrusted input: tensors and plain containers only, no pickled code."""
+    """Checkpoints are untrusted input: tensors and plain containers only, no pickled code.
+    The errors are our own words: torch's advice to retry with weights_only=False would
+    run whatever code the file holds."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as e:      # truncated zip, foreign pickle, non-torch file, ...
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. The file is truncated, "
-                         f"not a PyTorch checkpoint, or holds pickled objects other than tensors "
-                         f"(refused for safety); re-download or re-export it as a plain state dict") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+        # torch.save writes a zip archive (magic "PK\x03\x04"); torch < 1.6 wrote a bare
+        # pickle stream (first byte 0x80, the pickle protocol marker).
+        is_torch_file = head == b"PK\x03\x04" or head[:1] == b"\x80"
+        if is_torch_file and isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+            why = ("it holds pickled Python objects other than tensors and plain containers, which are "
+                   "refused because loading them can run code; save a plain state dict instead")
+        elif is_torch_file:
+            why = "it is truncated or damaged (download or copy it again)"
+        else:
+            why = "it is not a PyTorch checkpoint (check the path)"
+        raise ValueError(f"cannot read checkpoint {path}: {why}") from None
 
 
 def load_state_exactly(model: nn.Module, state_dict: dict, source: str):

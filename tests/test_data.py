@@ -396,3 +396,78 @@ def test_interrupted_toy_generation_is_redone(tmp_path, monkeypatch):
     assert os.path.getmtime(os.path.join(root, toy_corpus.MARKER)) >= before
     with open(os.path.join(root, toy_corpus.MARKER)) as fh:
         assert '"version": %d' % (toy_corpus.VERSION) in fh.read()
+
+
+# ----------------------------------------------------------------------------
+# every file checked before training (issue 9)
+def plant_bad_files(paths):
+    """One file of random bytes, one 0.1-s file and one 8-kHz file, in place of three
+    files of a tree -> the three paths."""
+    corrupt, short, narrow = paths
+    with open(corrupt, "wb") as fh:
+        fh.write(np.random.default_rng(0).bytes(3000))
+    write(short, 0.1)
+    write(narrow, 1.0, sr=8000)
+    return corrupt, short, narrow
+
+
+def test_check_files_names_bad_files_in_a_vox1_tree(tmp_path, capsys):
+    vox1_tree(str(tmp_path / "vox1"))
+    spec = data.load_vox1(str(tmp_path / "vox1"))
+    wav = tmp_path / "vox1" / "wav"
+    corrupt, short, narrow = plant_bad_files([str(wav / "id10001/vidA/00001.wav"),         # training
+                                              str(wav / "id10270/vidA/00001.wav"),         # a trial
+                                              str(wav / "id10002/vidB/00002.wav")])        # training
+    with pytest.raises(ValueError) as e:
+        data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"))
+    msg = str(e.value)
+    assert corrupt in msg and short in msg and "--skip-bad-files" in msg
+    assert "shorter than 0.5 s" in msg and narrow not in msg          # 8 kHz is only resampled
+    kept, summary = data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"), skip_bad_files=True)
+    out = capsys.readouterr().out
+    assert "1 file(s) at 8000 Hz" in out and summary["resampled"] == {"8000": 1}
+    assert sorted(summary["skipped"]) == sorted([corrupt, short])
+    assert corrupt not in {p for p, _ in kept.train_items} and narrow in {p for p, _ in kept.train_items}
+    # the trials that name the short file are gone, the rest keep their line numbers
+    assert len(kept.trials["vox1_o"]) == 1 and kept.trials["vox1_o"].line_numbers == [3]
+
+
+def test_check_files_in_an_asvspoof5_tree_and_the_cache(tmp_path, monkeypatch):
+    asv5_tree(str(tmp_path / "asv5"))
+    for k, path in enumerate(sorted((tmp_path / "asv5").glob("flac_*/*.flac"))):
+        write(str(path), 1.0, seed=k)                                  # the tree's files are 0.2 s
+    write(str(tmp_path / "asv5/flac_T/T_0000000002.flac"), 0.3)        # a short training file
+    spec = data.load_asvspoof5(str(tmp_path / "asv5"))
+    corrupt, short, narrow = plant_bad_files([str(tmp_path / "asv5/flac_D/D_0000000001.flac"),
+                                              str(tmp_path / "asv5/flac_E_eval/E_0000000002.flac"),
+                                              str(tmp_path / "asv5/flac_T/T_0000000001.flac")])
+    with pytest.raises(ValueError) as e:
+        data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"))
+    assert corrupt in str(e.value) and short in str(e.value)
+    kept, summary = data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"), skip_bad_files=True)
+    assert [p for p, _ in kept.dev_items] == [p for p, _ in spec.dev_items if p != corrupt]
+    assert short not in [p for p, _ in kept.eval_items] and len(kept.eval_attacks) == len(kept.eval_items)
+    # training files under 0.5 s are left out by rule: only the 1-s file and the 8-kHz one remain
+    assert sorted(p for p, _ in kept.train_items) == sorted([str(tmp_path / "asv5/flac_T/T_0000000000.flac"),
+                                                             narrow])
+    # A second check reads no header again; a changed file is read again.
+    calls = []
+    monkeypatch.setattr(data, "_probe", lambda p: calls.append(p) or (0, 0, 16000, 16000, ""))
+    data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"), skip_bad_files=True)
+    assert calls == []
+    write(narrow, 2.0)
+    data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"), skip_bad_files=True)
+    assert calls == [narrow]
+
+
+def test_check_files_finds_a_truncated_wav(tmp_path):
+    vox1_tree(str(tmp_path))
+    path = str(tmp_path / "wav/id10001/vidA/00001.wav")
+    write(path, 2.0)
+    with open(path, "r+b") as fh:                          # the header still says 2 s
+        fh.truncate(os.path.getsize(path) // 3)
+    size, _, sr, frames, problem = data._probe(path)
+    assert problem == "" and sr == SR and frames < SR       # read in full: what is really there
+    spec = data.load_vox1(str(tmp_path))
+    kept, summary = data.check_files(spec, 3.0, cache_dir=str(tmp_path / "cache"))
+    assert summary["tiled_training"] >= 1

@@ -127,3 +127,19 @@ def test_save_load_roundtrip(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a model file"):
         W.load(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7, 0.9])
+def test_shift_gates_to_size_exports_the_target(target):
+    """The settle phase's projection: the exported size lands on the target (within the
+    ±0.005 the training recipe promises), and it is the size prune() produces."""
+    torch.manual_seed(0)
+    model = W.MaskedWavLM(W.WavLMConfig.tiny(prune_units=list(W.PRUNE_UNITS))).eval()
+    params0 = W.MaskedWavLM(W.WavLMConfig.tiny()).num_params()
+    with torch.no_grad():                           # spread the logits, as training does
+        for gate in model.gates().values():
+            gate.log_alpha.normal_(1.0, 2.0)
+    model.shift_gates_to_size((1 - target) * params0)
+    exported = model.expected_num_params().item()
+    assert abs(1 - exported / params0 - target) <= 0.005
+    assert model.prune().num_params() == exported

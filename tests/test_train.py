@@ -2,14 +2,19 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import classifier
 import evaluate
+import run_folder
 import train
 import wavlm_masked as W
 
@@ -104,14 +109,14 @@ class SimulatedCrash(Exception):
 
 def crash_after(monkeypatch, last_step):
     """Make train.main die right after logging `last_step`, as a killed process would."""
-    log_step = train.log_step
+    log_step = run_folder.Logger.log_step
 
     def log_then_crash(logger, step, *rest):
         log_step(logger, step, *rest)
         if step >= last_step:
             logger.close()
             raise SimulatedCrash(f"step {step}")
-    monkeypatch.setattr(train, "log_step", log_then_crash)
+    monkeypatch.setattr(run_folder.Logger, "log_step", log_then_crash)
 
 
 @pytest.mark.slow
@@ -135,17 +140,32 @@ def test_resume_gives_identical_weights(tmp_path, monkeypatch):
     full = json.loads((tmp_path / "full" / "report.json").read_text())
     cut = json.loads((tmp_path / "cut" / "report.json").read_text())
     assert full["eer_pruned"] == cut["eer_pruned"] and full["params_after"] == cut["params_after"]
+    # The crashed attempt is counted up to its last logged step, not just to its checkpoint.
+    first, second = cut["attempts"]
+    assert first["ended"] == "crashed or killed; steps 5..5 redone" and first["last_step"] == 5
+    assert second["first_step"] == 4 and second["ended"] == "finished"
 
 
-def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="no checkpoint"):
-        train.main(small_run_args(tmp_path, out="new", extra=["--resume"]))
+def exits_with(capsys, code, fn, *args):
+    """Run fn, expect SystemExit(code) without a traceback; return what it wrote to stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        fn(*args)
+    err = capsys.readouterr().err
+    assert e.value.code == code, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, monkeypatch, capsys):
+    err = exits_with(capsys, 2, train.main, small_run_args(tmp_path, out="new", extra=["--resume"]))
+    assert "no checkpoint" in err and not (tmp_path / "new").exists()
     with monkeypatch.context() as m:
         crash_after(m, 3)                      # after the checkpoint of step 2
         with pytest.raises(SimulatedCrash):
             train.main(small_run_args(tmp_path, out="once", steps=4))
-    with pytest.raises(SystemExit, match="exists"):
-        train.main(small_run_args(tmp_path, out="once", steps=2))
+    err = exits_with(capsys, 2, train.main, small_run_args(tmp_path, out="once", steps=2))
+    assert "checkpoint.pt exists; pass --resume" in err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -153,6 +173,9 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, monkeypatch):
     (["--data", "toy", "--target", "-0.1"], "--target must lie in"),
     (["--data", "vox1"], "needs --data-root"),
     (["--data", "toy", "--prune-units", "conv,heads"], "unknown unit"),
+    (["--data", "toy", "--ssl", "nope.pt"], "--ssl nope.pt: no such file or folder"),
+    (["--data", "toy", "--batch-size", "0"], "at least 1"),
+    (["--data", "toy", "--re-export"], "--re-export goes with --resume"),
 ])
 def test_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -175,3 +198,132 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert report["params_after"] == pruned.num_params()
     rows = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "task_loss" in r] == [1, 2, 3, 4]     # rank 0 alone writes
+
+
+# ------------------------------------------------------------------ interruptions (issue 9)
+def interrupt_at_step(args, out, signum, min_step=3, timeout=300):
+    """Start train.py as a real process, send `signum` once the log shows `min_step` steps,
+    and return (exit code, stderr)."""
+    # Same thread count as this process: float sums depend on how the work is split.
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args,
+                             "--threads", str(torch.get_num_threads())], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, t0 = out / "log.jsonl", time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        if log.exists() and sum('"task_loss"' in line for line in log.read_text().splitlines()) >= min_step:
+            proc.send_signal(signum)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_checkpoints_and_resume_gives_identical_weights(tmp_path, signum, code):
+    """Ctrl-C (or a scheduler's SIGTERM) before any periodic checkpoint loses nothing."""
+    steps = 12
+    cut = small_run_args(tmp_path, out="cut", steps=steps, extra=["--save-every", "100", "--eval-every", "0"])
+    rc, err = interrupt_at_step(cut, tmp_path / "cut", signum)
+    assert rc == code, err[-3000:]
+    assert "Traceback" not in err and "--resume" in err
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert 3 <= saved["step"] < steps
+    assert saved["attempts"][-1]["ended"] == f"stopped by {signal.Signals(signum).name}"
+    train.main(cut + ["--resume"])
+    train.main(small_run_args(tmp_path, out="full", steps=steps, extra=["--save-every", "100", "--eval-every", "0"]))
+    a, b = final_weights(tmp_path / "full" / "checkpoint.pt"), final_weights(tmp_path / "cut" / "checkpoint.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps_logged = [json.loads(l)["step"] for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+                    if "task_loss" in l]
+    assert steps_logged == list(range(1, steps + 1))
+    report = json.loads((tmp_path / "cut" / "report.json").read_text())
+    assert len(report["attempts"]) == 2 and report["attempts"][1]["ended"] == "finished"
+    assert report["seconds"] == pytest.approx(sum(a["seconds"] for a in report["attempts"]), abs=0.02)
+
+
+@pytest.mark.slow
+def test_rerun_after_crash_without_checkpoint_keeps_one_line_per_step(tmp_path, monkeypatch, capsys):
+    args = small_run_args(tmp_path, steps=6, extra=["--save-every", "100", "--eval-every", "0"])
+    with monkeypatch.context() as m:
+        crash_after(m, 2)
+        with pytest.raises(SimulatedCrash):
+            train.main(args)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    train.main(args)                                       # the same command again
+    assert "starting over" in capsys.readouterr().out
+    steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+             if "task_loss" in l]
+    assert steps == list(range(1, 7))
+    assert (tmp_path / "run" / "log.previous.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_changes_nothing_unless_re_exported(tmp_path, capsys):
+    args = small_run_args(tmp_path, steps=4)
+    train.main(args)
+    report = tmp_path / "run" / "report.json"
+    before = report.read_text()
+    capsys.readouterr()
+    assert train.main(args + ["--resume"]) is None
+    assert "finished run" in capsys.readouterr().out and report.read_text() == before
+    again = train.main(args + ["--resume", "--re-export"])
+    assert [a["ended"] for a in again["attempts"]] == ["finished", "re-exported"]
+    assert again["sparsity"] == json.loads(before)["sparsity"]
+    assert again["seconds"] == pytest.approx(sum(a["seconds"] for a in again["attempts"]), abs=0.02)
+
+
+def test_a_batch_larger_than_the_training_set_stops_at_start(tmp_path, capsys):
+    args = small_run_args(tmp_path, extra=["--batch-size", "64"])      # the tiny corpus has 12 files
+    t0 = time.time()
+    err = exits_with(capsys, 2, train.main, args)
+    assert time.time() - t0 < 60
+    assert "fewer than one batch" in err and "--batch-size 64" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_user_errors_are_one_line_without_traceback_or_folder(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "run"), "--steps", "2", "--no-progress", "--ssl", "tiny"]
+    err = exits_with(capsys, 2, train.main, ["--data", "vox1", "--data-root", str(tmp_path / "missing"), *out])
+    assert "--data-root" in err and "no such folder" in err
+    (tmp_path / "empty1").mkdir()
+    err = exits_with(capsys, 2, train.main, ["--data", "vox1", "--data-root", str(tmp_path / "empty1"), *out])
+    assert "folder not found" in err and "wav" in err
+    (tmp_path / "empty5").mkdir()
+    err = exits_with(capsys, 2, train.main, ["--data", "asvspoof5", "--data-root", str(tmp_path / "empty5"), *out])
+    for name in ("ASVspoof5.train.tsv", "ASVspoof5.dev.track_1.tsv"):
+        assert name in err                                 # every missing protocol, at once
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(4096))
+    err = exits_with(capsys, 2, train.main, small_run_args(tmp_path, extra=["--ssl", str(junk)]))
+    assert "is not a PyTorch checkpoint" in err and "weights_only" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_bad_audio_is_named_before_training(tmp_path, capsys):
+    """A corrupt, a 0.1-s and an 8-kHz file in a VoxCeleb1 tree (the tiny toy corpus)."""
+    import shutil
+    import data
+    root = tmp_path / "vox1"
+    spec = data.prepare_data("toy", cache_dir=str(tmp_path / "cache"), toy_size="tiny")
+    shutil.copytree(os.path.dirname(spec.eval_root), root)
+    train_file, trial_file = spec.train_items[0][0], spec.sv_trials("vox1_o")[0][1]
+    corrupt = str(root / os.path.relpath(train_file, os.path.dirname(spec.eval_root)))
+    short = str(root / os.path.relpath(trial_file, os.path.dirname(spec.eval_root)))
+    with open(corrupt, "wb") as fh:
+        fh.write(os.urandom(2000))
+    sf.write(short, np.zeros(1600, dtype=np.float32), 16000)
+    narrow = str(root / os.path.relpath(spec.train_items[1][0], os.path.dirname(spec.eval_root)))
+    sf.write(narrow, np.random.default_rng(0).uniform(-0.3, 0.3, 8000).astype(np.float32), 8000)
+    args = ["--data", "vox1", "--data-root", str(root), "--ssl", "tiny", "--steps", "2", "--batch-size", "2",
+            "--crop-seconds", "0.5", "--out", str(tmp_path / "run"), "--no-progress", "--num-workers", "0",
+            "--cache-dir", str(tmp_path / "cache")]
+    err = exits_with(capsys, 2, train.main, args)
+    assert corrupt in err and short in err and "--skip-bad-files" in err
+    assert not (tmp_path / "run").exists()
+    report = train.main(args + ["--skip-bad-files"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert sorted(config["data_check"]["skipped"]) == sorted([corrupt, short])
+    assert config["data_check"]["resampled"] == {"8000": 1} and report["sparsity"] > 0
