@@ -86,6 +86,7 @@ class Section:
 
     def __init__(self, name):
         self.name, self.rows, self.status, self.error, self.seconds = name, [], None, None, 0.0
+        self.traceback = None
 
     def _add(self, **row):
         row = dict(section=self.name, **row)
@@ -111,7 +112,7 @@ class Section:
 
     def to_dict(self):
         return dict(name=self.name, status=self.status, error=self.error, seconds=round(self.seconds, 2),
-                    rows=self.rows)
+                    rows=self.rows, traceback=self.traceback)
 
 
 def _fmt(value):
@@ -131,7 +132,8 @@ def run_section(name, fn, ctx):
         sec.status = "failed" if "failed" in statuses else ("skipped" if statuses == {"skipped"} else "passed")
     except Exception as e:               # noqa: BLE001 (a first GPU run must report, not stop)
         sec.status, sec.error = "failed", f"{type(e).__name__}: {e}"
-        print(f"  FAILED: {sec.error}\n" + "".join(traceback.format_exc().splitlines(True)[-12:]), flush=True)
+        sec.traceback = traceback.format_exc()
+        print(f"  FAILED: {sec.error}\n" + "".join(sec.traceback.splitlines(True)[-12:]), flush=True)
     finally:
         sec.seconds = time.perf_counter() - t0
         free_memory(ctx.device)
@@ -591,7 +593,7 @@ def train_toy(sec, ctx):
     with open(log_path) as f:
         tail = "".join(f.readlines()[-15:])
     if rc is None:
-        sec.check("train.py finished", wall, False, result=f"killed after {wall:.0f} s (--train-timeout "
+        sec.check("train.py finished", wall, False, result=f"killed after {wall:.1f} s (--train-timeout "
                                                            f"{ctx.train_timeout:g}); log tail:\n{tail}",
                   limit="exit code 0")
         return
@@ -705,6 +707,27 @@ def main(argv=None):
           f"outputs in {ctx.out}")
     t0 = time.perf_counter()
     sections = []
+
+    def write_json(finished):
+        """Written after every section too, so a run cut short (a lease that ends, a hung
+        kernel) still leaves the sections it finished on disk."""
+        failed = [s.name for s in sections if s.status == "failed"]
+        goals_missed = [f"{r['section']}: {r['check']}" for s in sections for r in s.rows
+                        if r.get("goal") == "NOT met"]
+        result = dict(passed=finished and not failed, finished=finished, failed_sections=failed,
+                      goals_missed=goals_missed, seconds=round(time.perf_counter() - t0, 1), quick=args.quick,
+                      device=args.device, argv=sys.argv[1:],
+                      machine=dict(header=machine_header(), device=device_description(ctx.device),
+                                   torch=torch.__version__, torchaudio=torchaudio.__version__,
+                                   cuda=torch.version.cuda,
+                                   gpu=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else None),
+                      sections=[s.to_dict() for s in sections])
+        tmp_json = args.json + ".tmp"
+        with open(tmp_json, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+        os.replace(tmp_json, args.json)
+        return failed, goals_missed
+
     for name in SECTIONS:
         if name in chosen:
             sections.append(run_section(name, FUNCTIONS[name], ctx))
@@ -712,9 +735,9 @@ def main(argv=None):
             s = Section(name)
             s.status, s.error = "skipped", "not selected (--sections)"
             sections.append(s)
+        write_json(finished=False)
+    failed, goals_missed = write_json(finished=True)
     total = time.perf_counter() - t0
-    failed = [s.name for s in sections if s.status == "failed"]
-    goals_missed = [f"{r['section']}: {r['check']}" for s in sections for r in s.rows if r.get("goal") == "NOT met"]
 
     print("\n" + "=" * 100)
     print(f"SUMMARY ({'quick' if args.quick else 'full'} run on {args.device}, {total:.0f} s)")
@@ -722,16 +745,6 @@ def main(argv=None):
     print(f"result  : {'all sections passed' if not failed else 'FAILED: ' + ', '.join(failed)}"
           + (f"; goals missed: {len(goals_missed)}" if goals_missed else ""))
     print("=" * 100)
-
-    result = dict(passed=not failed, failed_sections=failed, goals_missed=goals_missed, seconds=round(total, 1),
-                  quick=args.quick, device=args.device, argv=sys.argv[1:],
-                  machine=dict(header=machine_header(), device=device_description(ctx.device),
-                               torch=torch.__version__, torchaudio=torchaudio.__version__,
-                               cuda=torch.version.cuda,
-                               gpu=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else None),
-                  sections=[s.to_dict() for s in sections])
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2, default=str)
     print(f"written : {args.json}")
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
