@@ -488,7 +488,8 @@ def train_throughput(sec, ctx):
     sec.info(f"{label}: setup", params0,
              result=f"{params0 / 1e6:.1f}M params, batch {batch} x {seconds:g} s, warm-up {warmup}, "
                     f"{reps} interleaved reps, median; {len(gated.gates())} gate groups; "
-                    f"TF32 matmul {torch.get_float32_matmul_precision()}, cuDNN TF32 {torch.backends.cudnn.allow_tf32}")
+                    f"TF32 matmul {torch.get_float32_matmul_precision()}, cuDNN TF32 {torch.backends.cudnn.allow_tf32}"
+                    + ("; quick mode: the times are a rehearsal, not results" if ctx.quick else ""))
     for amp in ("none", "bf16"):
         prec = "fp32" if amp == "none" else "bf16"
         fns = {v: make_step(m, amp, s) for v, (m, s) in variants.items()}
