@@ -399,8 +399,9 @@ def logits_to_llr(logits, p_bonafide: float = 0.5):
 
     so the LLR is the logit difference minus the prior log-odds. `p_bonafide` = pi is
     that training prior: the bona fide fraction of the training data, or, with class
-    weights w, w_b pi / (w_b pi + w_s (1 - pi)). (The authors' CM recipe converts with
-    P_spoof = 0.05, i.e. p_bonafide = 0.95.) Only a score in LLR form can be thresholded
+    weights w, w_b pi / (w_b pi + w_s (1 - pi)). (The prior used to *evaluate*, such as
+    ASVspoof5's P_spoof = 0.05, is a different number: it sets the Bayes threshold of
+    actDCF, not this conversion.) Only a score in LLR form can be thresholded
     at the Bayes threshold that actDCF uses, and only an LLR has a meaningful Cllr.
 
     Works on torch tensors and numpy arrays alike.

@@ -28,12 +28,12 @@ its HardConcrete gates learn what to remove, then cut the model down.
 # Sec. 1). The toy recipes train a tiny WavLM from scratch on CPU: from random weights
 # there is nothing to protect, so the SSL gradient is not scaled down and the lr is high.
 SV_RECIPE = dict(task="sv", ssl="wavlm_base_plus", epochs=12, steps=None, lr=1e-4, final_lr=1e-6,
-                 lr_warmup_epochs=2, weight_decay=1e-7, reg_lr=0.05, grad_mult=0.1, sparsity_warmup=5.0,
+                 lr_warmup_epochs=2, weight_decay=1e-7, reg_lr=0.05, grad_mult=0.1, sparsity_warmup=5.0, aug_prob=0.6,
                  batch_size=128, crop_seconds=3.0, head="mhfa", aam_scale=32.0, aam_margin=0.2,
                  sub_centers=3, inter_topk=5, inter_penalty=0.06, freeze_ssl_steps=0, eval_every=2000,
                  mhfa_heads=32, mhfa_compression=128, sparsity_schedule="linear", settle_frac=0.05)
 CM_RECIPE = dict(SV_RECIPE, ssl="wavlm_base", epochs=5, lr=5e-6, final_lr=1e-7, lr_warmup_epochs=0,
-                 grad_mult=0.01, sparsity_warmup=1.0, batch_size=64)
+                 grad_mult=0.01, sparsity_warmup=1.0, batch_size=64, aug_prob=0.8)
 TOY = dict(ssl="tiny", epochs=None, steps=1200, lr=2e-3, final_lr=1e-4, lr_warmup_epochs=2.0, reg_lr=0.1,
            grad_mult=1.0, batch_size=16, crop_seconds=2.0, sparsity_warmup=None, eval_every=300,
            mhfa_heads=8, mhfa_compression=64)
@@ -87,6 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--crop-seconds", type=float)
     p.add_argument("--musan", help="MUSAN folder for noise augmentation")
     p.add_argument("--rir", help="RIR folder for reverberation")
+    p.add_argument("--aug-prob", type=float, help="share of crops that --musan/--rir augment")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast (CUDA)")
     p.add_argument("--out", default=None, help="output folder (default runs/<data>_t<target>)")

@@ -267,7 +267,7 @@ def train(args, stop, argv):
         return None
     t_start = time.time()
     ssl, spec, data_check, sched = load_inputs(args, is_main, world)   # user errors end here
-    augment = datasets.Augmenter(args.musan, args.rir) if (args.musan or args.rir) else None
+    augment = datasets.Augmenter(args.musan, args.rir, args.aug_prob) if (args.musan or args.rir) else None
     train_set = datasets.TrainCrops(spec.train_items, args.crop_seconds, seed=args.seed, augment=augment)
     model = build_classifier(args, ssl, spec).to(device)
     params0 = model.ssl.num_params()          # the dense SSL model: the denominator of s_hat
