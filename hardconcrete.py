@@ -106,6 +106,11 @@ class HardConcrete(nn.Module):
         """How many units the deterministic (eval) mask keeps: round(E[L0])."""
         return max(self.min_kept, int(torch.round(self.l0_norm().detach()).item()))
 
+    def num_kept_tensor(self) -> torch.Tensor:
+        """num_kept() as a float64 tensor on the gate's device: no .item(), so on a GPU
+        the training loop's size estimate does not wait for the GPU once per gate."""
+        return torch.round(self.l0_norm().detach()).clamp(min=self.min_kept).double()
+
     # --------------------------------------------------------------------- masks
     def sample(self) -> torch.Tensor:
         """One draw z ~ HardConcrete(log_alpha), shape (n,); gradients reach log_alpha."""

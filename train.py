@@ -293,7 +293,8 @@ def train(args, stop, argv):
         train_set.set_epoch(epoch)
         batches = datasets.epoch_batches(len(train_set), args.batch_size, epoch, args.seed, rank, world)
         loader = DataLoader(train_set, batch_sampler=batches[offset:], num_workers=args.num_workers,
-                            collate_fn=datasets.collate_pad, generator=loader_gen)
+                            collate_fn=datasets.collate_pad, generator=loader_gen,
+                            pin_memory=device.type == "cuda")    # page-locked: copies overlap compute
         for waves, _, labels in loader:
             if step == sched.settle_start:
                 settle(model.ssl, params0, args.target, logger, step)
@@ -306,7 +307,7 @@ def train(args, stop, argv):
             if spec.task == "sv":           # AAM margin ramps up from 0 (classes separate first)
                 model.loss_head.set_margin(heads.margin_schedule(step, sched.total_steps, args.aam_margin))
             with autocast(device, args.amp):
-                task_loss = train_model(waves.to(device), labels.to(device))
+                task_loss = train_model(waves.to(device, non_blocking=True), labels.to(device, non_blocking=True))
             size, expected, deployed = model_size(model.ssl, args.size_estimate)  # fp32, no autocast
             reg, s_hat = lagrangian(size, params0, target, lambdas)
             loss = task_loss.float() + reg                                        # eq. (1)

@@ -532,12 +532,14 @@ class MaskedWavLM(nn.Module):
         cfg = self.config
         device = next(self.parameters()).device
         # float64: a WavLM has ~1e8 parameters, beyond float32's 2**24 exact integers.
-        const = lambda v: torch.tensor(float(v), dtype=torch.float64, device=device)
+        # Constants stay Python floats (also float64): a tensor made from a Python
+        # number on a GPU is a host-to-device copy that waits for the GPU.
+        const = float
 
         def count(gate, full):
             if gate is None:
                 return const(full)
-            return const(gate.num_kept()) if deterministic else gate.l0_norm().double()
+            return gate.num_kept_tensor() if deterministic else gate.l0_norm().double()
 
         E, d = cfg.hidden_size, cfg.head_dim
         total = const(0.0)
@@ -571,7 +573,7 @@ class MaskedWavLM(nn.Module):
                 total = total + count(layer.ffn_gate, 1) * size
             if not cfg.layer_norm_first:
                 total = total + 4 * E                                      # the two post-LNs
-        return total
+        return torch.as_tensor(total, dtype=torch.float64, device=device)  # a float if no gates
 
     @torch.no_grad()
     def shift_gates_to_size(self, target_params: float) -> Dict[str, float]:
