@@ -201,6 +201,18 @@ def torchaudio_wavlm(config: WavLMConfig) -> torch.nn.Module:
         encoder_layer_norm_first=c.layer_norm_first, encoder_layer_drop=0.0, aux_num_out=None)
 
 
+def perturb_norms_and_biases_(model: torch.nn.Module) -> torch.nn.Module:
+    """Add noise to every LayerNorm/GroupNorm, bias and gated-bias constant of a freshly
+    built reference model (in place; returns it in eval mode). Fresh norms are 1 and 0
+    and fresh biases often 0, so a comparison with random weights would not notice a
+    norm or bias that our model mishandles; pretrained ones are never that tidy."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias") or "gru_rel_pos_const" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
 # Short names -> torchaudio bundle files (they need no config: see config_from_torchaudio).
 PRETRAINED_FILES = {"wavlm_base": "wavlm_base.pth", "wavlm_base_plus": "wavlm_base_plus.pth",
                     "wavlm_large": "wavlm_large.pth", "hubert_base": "hubert_fairseq_base_ls960.pth"}

@@ -59,8 +59,9 @@ import traceback
 import torch
 import torchaudio
 
-from common import machine_header, macs, pruned_pair, time_interleaved
-from pretrained import load_pretrained, torchaudio_wavlm  # (common.py puts the root on sys.path)
+from common import machine_header, macs, pruned_pair, time_interleaved  # puts the root on sys.path
+import classifier  # SSL -> pooling head -> loss head
+from pretrained import load_pretrained, perturb_norms_and_biases_, torchaudio_wavlm  # (root on sys.path)
 from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,21 +164,6 @@ def exact_fp32():
         torch.backends.cudnn.allow_tf32 = old[1]
 
 
-def autocast(device, amp):
-    """bf16 autocast when amp == "bf16" (the same switch as the library's), else a no-op."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=(amp == "bf16"))
-
-
-def randomise_(model):
-    """Pretrained LayerNorms and biases are not 1/0: perturb them so that a comparison
-    sees them (as tests/test_wavlm_oracles.py does)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias") or "gru_rel_pos_const" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
 def max_diff(a, b):
     return (a.float() - b.float()).abs().max().item()
 
@@ -277,7 +263,7 @@ def oracle_torchaudio(sec, ctx):
         batch, seconds = 4, 4.0
     for label, cfg in configs:
         torch.manual_seed(ctx.seed)
-        ref = randomise_(torchaudio_wavlm(cfg))
+        ref = perturb_norms_and_biases_(torchaudio_wavlm(cfg))
         ours = ours_from_torchaudio(ref).eval().to(dev)
         ref = ref.to(dev)
         n_ref = sum(p.numel() for p in ref.parameters())
@@ -348,7 +334,6 @@ def bf16_autocast(sec, ctx):
     lowers ops on its list (matmuls, convolutions), so both must stay fp32/fp64 even when
     computed inside the autocast region; we check that here, and that the loss, every
     gradient and the embeddings are finite."""
-    import classifier                                 # SSL -> pooling head -> loss head
     dev = ctx.device
     if ctx.quick:
         cfg = WavLMConfig.tiny(prune_units=list(PRUNE_UNITS))
@@ -468,7 +453,7 @@ def train_throughput(sec, ctx):
         last = (lambda: model(x)[0]) if name == "torchaudio" else (lambda: model(x)[0][-1])
 
         def step():
-            with autocast(dev, amp):
+            with classifier.autocast(dev, amp):
                 loss = last().float().pow(2).mean()
             if size != "none":
                 expected = model.expected_num_params(deterministic=False)
@@ -549,7 +534,7 @@ def inference_speedup(sec, ctx):
             prec = "fp32" if amp == "none" else "bf16"
 
             def run(model, x=x, amp=amp):
-                with torch.inference_mode(), autocast(dev, amp):
+                with torch.inference_mode(), classifier.autocast(dev, amp):
                     model(x)
             med = time_device({"dense": lambda: run(dense), "pruned": lambda: run(pruned)}, warmup, reps, dev)
             check = f"{label} at sparsity {sparsity:.2f}: inference {prec}, batch {batch} x {seconds:g} s"

@@ -11,18 +11,9 @@ import torch
 import transformers
 
 import wavlm_masked as W
-from pretrained import load_pretrained, parse_conv_layers, torchaudio_wavlm
+from pretrained import load_pretrained, parse_conv_layers, perturb_norms_and_biases_, torchaudio_wavlm
 
 TOL = 1e-4
-
-
-def randomise_(model):
-    """Pretrained LayerNorms and biases are not 1/0: perturb them so the test sees them."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias") or "gru_rel_pos_const" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
 
 
 def max_diff(a, b):
@@ -36,7 +27,7 @@ def max_diff(a, b):
 ], ids=["tiny-base", "tiny-large", "wavlm-base"])
 def test_matches_torchaudio(cfg, tmp_path):
     torch.manual_seed(0)
-    ref = randomise_(torchaudio_wavlm(cfg))
+    ref = perturb_norms_and_biases_(torchaudio_wavlm(cfg))
     torch.save(ref.state_dict(), tmp_path / "ta.pth")
     ours = load_pretrained(tmp_path / "ta.pth").eval()
     assert ours.num_params() == sum(p.numel() for p in ref.parameters())
@@ -85,7 +76,7 @@ def assert_same_valid_frames(got, expected, frames):
 @pytest.mark.parametrize("large", [False, True], ids=["base-like", "large-like"])
 def test_matches_transformers_with_padding(large, tmp_path):
     torch.manual_seed(0)
-    ref = randomise_(transformers.WavLMModel(hf_config(large)))
+    ref = perturb_norms_and_biases_(transformers.WavLMModel(hf_config(large)))
     ref.save_pretrained(tmp_path)
     ours = load_pretrained(tmp_path).eval()
     x = torch.randn(3, 12000)
@@ -102,7 +93,7 @@ def test_matches_transformers_with_padding(large, tmp_path):
 def test_matches_hubert(tmp_path):
     """Without the relative position bias the same code is HuBERT Base."""
     torch.manual_seed(0)
-    ref = randomise_(transformers.HubertModel(hf_config(False, "hubert")))
+    ref = perturb_norms_and_biases_(transformers.HubertModel(hf_config(False, "hubert")))
     ref.save_pretrained(tmp_path)
     ours = load_pretrained(tmp_path).eval()
     assert not ours.config.relative_position
@@ -135,7 +126,7 @@ HF_TO_UNILM = [
 @pytest.mark.parametrize("large", [False, True], ids=["base-like", "large-like"])
 def test_matches_unilm_checkpoint(large, tmp_path):
     torch.manual_seed(0)
-    ref = randomise_(transformers.WavLMModel(hf_config(large)))
+    ref = perturb_norms_and_biases_(transformers.WavLMModel(hf_config(large)))
     model_sd = {}
     for key, value in ref.state_dict().items():
         for pattern, repl in HF_TO_UNILM:
@@ -161,7 +152,7 @@ def test_matches_unilm_checkpoint(large, tmp_path):
 
 def test_open_gates_change_nothing(tmp_path):
     torch.manual_seed(0)
-    ref = randomise_(transformers.WavLMModel(hf_config(True)))
+    ref = perturb_norms_and_biases_(transformers.WavLMModel(hf_config(True)))
     ref.save_pretrained(tmp_path)
     ours = load_pretrained(tmp_path, prune_units=W.PRUNE_UNITS).eval()
     assert len(ours.gates()) == 7 + 4 * 3
