@@ -60,7 +60,8 @@ class Classifier(nn.Module):
         self.ssl, self.task, self.num_classes = ssl, task, num_classes
         self.head_config, self.grad_mult, self.p_bonafide = head, grad_mult, p_bonafide
         if head.kind == "mhfa":
-            self.head = heads.MHFA(cfg.num_layers + 1, cfg.hidden_size, compression_dim=head.mhfa_compression,
+            self.head = heads.MHFA(cfg.num_layers + 1, cfg.hidden_size,
+                                   compression_dim=head.mhfa_compression,
                                    num_heads=head.mhfa_heads, embed_dim=EMBED_DIM)
         elif head.kind == "asp":
             self.head = heads.ASPHead(cfg.num_layers + 1, cfg.hidden_size, embed_dim=EMBED_DIM)
@@ -69,7 +70,8 @@ class Classifier(nn.Module):
         if task == "sv":
             self.loss_head = heads.AAMSoftmax(EMBED_DIM, num_classes, scale=head.aam_scale,
                                               margin=head.aam_margin, sub_centers=head.sub_centers,
-                                              inter_topk=head.inter_topk, inter_penalty=head.inter_penalty)
+                                              inter_topk=head.inter_topk,
+                                              inter_penalty=head.inter_penalty)
         else:
             self.loss_head = heads.SpoofHead(EMBED_DIM)
 
@@ -123,11 +125,12 @@ def resolve_device(choice: str) -> torch.device:
 def save_classifier(model: Classifier, path, extra: dict = None):
     """The SSL model (config + weights) and the head in one file (wavlm_masked.save
     format), atomically. `extra`: plain values to keep beside them (e.g. the recipe)."""
-    head_state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("ssl.")}
+    head_state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+                  if not k.startswith("ssl.")}
     wavlm_masked.save(model.ssl, path, extra={
         "head": head_state, "head_config": asdict(model.head_config), "task": model.task,
-        "num_classes": model.num_classes, "grad_mult": model.grad_mult, "p_bonafide": model.p_bonafide,
-        **(extra or {})})
+        "num_classes": model.num_classes, "grad_mult": model.grad_mult,
+        "p_bonafide": model.p_bonafide, **(extra or {})})
 
 
 def load_classifier(path, device="cpu"):
@@ -136,9 +139,11 @@ def load_classifier(path, device="cpu"):
     needed = ("head", "head_config", "task", "num_classes")
     if any(k not in extra for k in needed):
         raise ValueError(f"{path} holds a WavLM but no classifier head (missing "
-                         f"{[k for k in needed if k not in extra]}); expected a pruned_model.pt from train.py")
+                         f"{[k for k in needed if k not in extra]}); "
+                         f"expected a pruned_model.pt from train.py")
     model = Classifier(ssl, extra["task"], extra["num_classes"], HeadConfig(**extra["head_config"]),
-                       grad_mult=extra.get("grad_mult", 1.0), p_bonafide=extra.get("p_bonafide", 0.5))
+                       grad_mult=extra.get("grad_mult", 1.0),
+                       p_bonafide=extra.get("p_bonafide", 0.5))
     ssl_state = {f"ssl.{k}": v for k, v in ssl.state_dict().items()}
     wavlm_masked.load_state_exactly(model, {**ssl_state, **extra["head"]}, path)
     return model.to(device).eval(), extra

@@ -177,7 +177,8 @@ class DataSpec:
         that name one of them, and CM evaluation items."""
         def keep_trials(tl):
             rows = [(t, n) for t, n in zip(tl, tl.line_numbers)
-                    if os.path.join(self.eval_root, t[1]) not in bad and os.path.join(self.eval_root, t[2]) not in bad]
+                    if os.path.join(self.eval_root, t[1]) not in bad
+                    and os.path.join(self.eval_root, t[2]) not in bad]
             return TrialList([t for t, _ in rows], tl.path, [n for _, n in rows])
         keep_eval = [i for i, (p, _) in enumerate(self.eval_items) if p not in bad]
         return replace(self, train_items=[it for it in self.train_items if it[0] not in bad],
@@ -218,7 +219,8 @@ class TrialList(list):
     def __init__(self, items=(), path=None, line_numbers=None):
         super().__init__(items)
         self.path = path
-        self.line_numbers = list(line_numbers) if line_numbers is not None else list(range(1, len(self) + 1))
+        self.line_numbers = (list(line_numbers) if line_numbers is not None
+                             else list(range(1, len(self) + 1)))
 
 
 def read_trials(path) -> TrialList:
@@ -227,7 +229,8 @@ def read_trials(path) -> TrialList:
     items, linenos, seen = [], [], {}
     for lineno, f in text_lines(path):
         if len(f) != 3 or f[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{lineno}: expected '<0|1> <enroll> <test>', got {' '.join(f)!r}")
+            raise ValueError(f"{path}:{lineno}: expected '<0|1> <enroll> <test>', "
+                             f"got {' '.join(f)!r}")
         key = (f[1], f[2])
         if key in seen:
             raise ValueError(f"{path}:{lineno}: trial {f[1]} {f[2]} repeats line {seen[key]}")
@@ -262,12 +265,14 @@ def read_protocol(path, columns=(10, 5)) -> list:
         if len(f) not in columns or (ncols is not None and len(f) != ncols):
             accepted = [ncols] if ncols else columns
             expected = " or ".join(f"{n} ({PROTOCOL_FORMATS[n]})" for n in accepted)
-            raise ValueError(f"{path}:{lineno}: expected {expected} columns, got {len(f)}: {' '.join(f)!r}")
+            raise ValueError(f"{path}:{lineno}: expected {expected} columns, "
+                             f"got {len(f)}: {' '.join(f)!r}")
         ncols = len(f)
         file_col, attack_col, key_col = PROTOCOL_COLUMNS[ncols]
         fid, key = f[file_col], f[key_col]
         if key not in ("bonafide", "spoof"):
-            raise ValueError(f"{path}:{lineno}: key (column {key_col + 1}) must be bonafide or spoof, got {key!r}")
+            raise ValueError(f"{path}:{lineno}: key (column {key_col + 1}) must be bonafide "
+                             f"or spoof, got {key!r}")
         if fid in seen:
             raise ValueError(f"{path}:{lineno}: file {fid} repeats line {seen[fid]}")
         seen[fid] = lineno
@@ -324,8 +329,8 @@ def _vox1_eval(root, names):
         for (_, a, b), lineno in zip(tl, tl.line_numbers):
             for p in (a, b):
                 if p not in available:
-                    raise FileNotFoundError(f"{lists[name]}:{lineno}: trial names {p}, which is not in "
-                                            f"the audio folder {wav}")
+                    raise FileNotFoundError(f"{lists[name]}:{lineno}: trial names {p}, "
+                                            f"which is not in the audio folder {wav}")
     return wav, available, trials
 
 
@@ -353,7 +358,8 @@ def _convert_m4a(src, dst):
         if os.path.exists(out):
             return
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", os.path.join(src, rel),
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
+                        "-i", os.path.join(src, rel),
                         "-ac", "1", "-ar", str(SAMPLE_RATE), out + ".tmp.wav"], check=True)
         os.replace(out + ".tmp.wav", out)
 
@@ -375,7 +381,8 @@ def load_vox2(root, vox1_root=None, name="vox2"):
             _convert_m4a(aac_dir, wav_dir)                   # skips files already converted
         elif not (os.path.isdir(wav_dir) and _scan(wav_dir, ".wav")) and not _scan(aac_dir, ".wav"):
             raise RuntimeError(
-                f"{aac_dir} holds .m4a audio, which soundfile cannot read. Install ffmpeg and rerun "
+                f"{aac_dir} holds .m4a audio, which soundfile cannot read. "
+                f"Install ffmpeg and rerun "
                 "(it is then converted once), or convert it yourself to "
                 f"{wav_dir}/idXXXXX/<video>/<utt>.wav, e.g.\n"
                 f"  cd {aac_dir} && find . -name '*.m4a' | while read f; do "
@@ -387,7 +394,8 @@ def load_vox2(root, vox1_root=None, name="vox2"):
     if not rels and os.path.isdir(aac_dir):
         wav_dir, rels = aac_dir, _scan(aac_dir, ".wav")
     if not rels:
-        raise FileNotFoundError(f"no audio under {dev}: expected aac/ or wav/ with idXXXXX/<video>/<utt>")
+        raise FileNotFoundError(f"no audio under {dev}: "
+                                f"expected aac/ or wav/ with idXXXXX/<video>/<utt>")
     v1 = vox1_root or os.path.join(root, "voxceleb1")
     _need_dir(v1, "VoxCeleb1 for the tests (wav/ + veri_test2.txt, list_test_all2.txt, "
                   "list_test_hard2.txt); put it at <data_root>/voxceleb1 or pass vox1_root")
@@ -403,18 +411,21 @@ def _cm_split(proto, audio_dir, ncols, ext=".flac"):
     for e in entries:
         if e.file + ext not in present:
             raise FileNotFoundError(f"{proto}:{e.line}: {e.file}{ext} is not in {audio_dir}")
-    return [(os.path.join(audio_dir, e.file + ext), e.label) for e in entries], [e.attack for e in entries]
+    return ([(os.path.join(audio_dir, e.file + ext), e.label) for e in entries],
+            [e.attack for e in entries])
 
 
 def _load_cm(name, root, splits, ncols):
     """Shared by ASVspoof5 and 2019: splits = {split: (protocol, audio dir)}. Everything
     that is missing is named in one error; the eval protocol alone may be missing."""
     _need_dir(root, "the protocols " + ", ".join(os.path.basename(p) for p, _ in splits.values())
-              + " and the folders " + ", ".join(os.path.relpath(d, root) for _, d in splits.values()))
+              + " and the folders "
+              + ", ".join(os.path.relpath(d, root) for _, d in splits.values()))
     missing = [p for split, (p, _) in splits.items() if split != "eval" and not os.path.isfile(p)]
     missing += [d for split, (p, d) in splits.items() if os.path.isfile(p) and not os.path.isdir(d)]
     if missing:
-        raise FileNotFoundError(f"{name} in {root} is incomplete; not found:\n  " + "\n  ".join(missing))
+        raise FileNotFoundError(f"{name} in {root} is incomplete; not found:\n  "
+                                + "\n  ".join(missing))
     parsed = {split: _cm_split(proto, audio, ncols) for split, (proto, audio) in splits.items()
               if os.path.isfile(proto)}
     (train, train_att), (dev, _) = parsed["train"], parsed["dev"]
@@ -460,14 +471,16 @@ def prepare_data(name, data_root=None, cache_dir=None, seed=0, toy_size="default
     """
     if name in ("toy", "toy_spoof"):
         sv = name == "toy"
-        sub = f"toy_{'sv' if sv else 'cm'}_seed{seed}" + ("" if toy_size == "default" else f"_{toy_size}")
+        sub = f"toy_{'sv' if sv else 'cm'}_seed{seed}" + ("" if toy_size == "default"
+                                                          else f"_{toy_size}")
         root = os.path.join(cache_dir or default_cache_dir(), sub)
         (make_toy_sv if sv else make_toy_cm)(root, seed, toy_size)
         return load_vox1(root, name) if sv else load_asvspoof5(root, name)
     loaders = {"vox1": load_vox1, "vox2": load_vox2, "asvspoof5": load_asvspoof5,
                "asvspoof2019": load_asvspoof2019}
     if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; choose from toy, toy_spoof, {', '.join(loaders)}")
+        raise ValueError(f"unknown dataset {name!r}; "
+                         f"choose from toy, toy_spoof, {', '.join(loaders)}")
     if not data_root:
         raise ValueError(f"--data {name} needs --data-root (the dataset folder)")
     data_root = os.path.abspath(os.path.expanduser(data_root))
@@ -479,7 +492,8 @@ def prepare_data(name, data_root=None, cache_dir=None, seed=0, toy_size="default
 # every file checked before the first step
 
 
-MIN_AUDIO_SECONDS = 0.5   # shorter files hold about one syllable: a damaged or mislabelled file
+# shorter files hold about one syllable: a damaged or mislabelled file
+MIN_AUDIO_SECONDS = 0.5
 
 
 def _probe(path):
@@ -490,7 +504,8 @@ def _probe(path):
     try:
         info = sf.info(path)
         frames = info.frames
-        width = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "PCM_U8": 1, "PCM_S8": 1}
+        width = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                 "PCM_U8": 1, "PCM_S8": 1}
         if info.subtype in width and st.st_size < frames * info.channels * width[info.subtype]:
             frames = len(sf.read(path, dtype="float32", always_2d=True)[0])
         problem = "" if frames > 0 else "no audio samples"
@@ -522,9 +537,11 @@ class FileChecks:
                 todo.append(p)
         if todo:
             from tqdm import tqdm
-            with ThreadPoolExecutor(8) as pool:             # header reads wait on the disk, not the CPU
+            # header reads wait on the disk, not the CPU
+            with ThreadPoolExecutor(8) as pool:
                 results = pool.map(_probe, todo)
-                for p, row in tqdm(zip(todo, results), total=len(todo), disable=not progress or len(todo) < 2000,
+                for p, row in tqdm(zip(todo, results), total=len(todo),
+                                   disable=not progress or len(todo) < 2000,
                                    desc="checking audio files"):
                     self.rows[p] = row
             self.save()
@@ -541,7 +558,8 @@ class FileChecks:
 
 def _listing(paths, why, limit=10):
     shown = [f"  {p}: {why[p]}" if why else f"  {p}" for p in sorted(paths)[:limit]]
-    return "\n".join(shown + ([f"  ... and {len(paths) - limit} more"] if len(paths) > limit else []))
+    return "\n".join(shown + ([f"  ... and {len(paths) - limit} more"] if len(paths) > limit
+                              else []))
 
 
 def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progress=True):
@@ -556,23 +574,31 @@ def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progre
     t0 = time.time()
     train = sorted({p for p, _ in spec.train_items})
     evals = spec.eval_paths()
-    key = hashlib.sha1((spec.eval_root + "|" + (train[0] if train else "")).encode()).hexdigest()[:16]
-    cache = FileChecks(os.path.join(cache_dir or default_cache_dir(), "file_checks", f"{spec.name}_{key}.tsv"))
+    key = hashlib.sha1((spec.eval_root + "|"
+                        + (train[0] if train else "")).encode()).hexdigest()[:16]
+    cache = FileChecks(os.path.join(cache_dir or default_cache_dir(), "file_checks",
+                                    f"{spec.name}_{key}.tsv"))
     rows = cache.probe_all(sorted(set(train) | set(evals)), progress)
     seconds = {p: (r[3] / r[2] if r[2] else 0.0) for p, r in rows.items()}
     broken = {p: r[4] for p, r in rows.items() if r[4]}
-    short_eval = {p: f"{seconds[p]:.2f} s" for p in evals if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
-    short_train = {p: f"{seconds[p]:.2f} s" for p in train if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
+    short_eval = {p: f"{seconds[p]:.2f} s" for p in evals
+                  if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
+    short_train = {p: f"{seconds[p]:.2f} s" for p in train
+                   if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
     bad = {**broken, **short_eval}
     if bad and not skip_bad_files:
         parts = []
         if broken:
-            parts.append(f"{len(broken)} unreadable or empty audio file(s):\n" + _listing(broken, broken))
+            parts.append(f"{len(broken)} unreadable or empty audio file(s):\n"
+                         + _listing(broken, broken))
         if short_eval:
-            parts.append(f"{len(short_eval)} evaluation file(s) shorter than {MIN_AUDIO_SECONDS} s:\n"
+            parts.append(f"{len(short_eval)} evaluation file(s) shorter than "
+                         f"{MIN_AUDIO_SECONDS} s:\n"
                          + _listing(short_eval, short_eval))
-        raise ValueError("\n".join(parts) + "\nReplace them, or pass --skip-bad-files to leave them out "
-                         "(with the trials or protocol entries that use them; listed in config.json).")
+        raise ValueError("\n".join(parts)
+                         + "\nReplace them, or pass --skip-bad-files to leave them out "
+                         "(with the trials or protocol entries that use them; "
+                         "listed in config.json).")
     rates = {}
     for p, r in rows.items():
         if r[2] and r[2] != SAMPLE_RATE:
@@ -580,20 +606,22 @@ def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progre
     tiled = sum(1 for p in train if p not in bad and MIN_AUDIO_SECONDS <= seconds[p] < crop_seconds)
     notes = []
     if short_train:
-        notes.append(f"{len(short_train)} training file(s) shorter than {MIN_AUDIO_SECONDS} s are left out:\n"
+        notes.append(f"{len(short_train)} training file(s) shorter than {MIN_AUDIO_SECONDS} s "
+                     f"are left out:\n"
                      + _listing(short_train, short_train))
     if bad:
         notes.append(f"--skip-bad-files leaves out {len(bad)} file(s):\n" + _listing(bad, bad))
     if tiled:
-        notes.append(f"{tiled} training file(s) are shorter than the {crop_seconds:g}-s crop and are tiled "
-                     f"(repeated) up to it")
+        notes.append(f"{tiled} training file(s) are shorter than the {crop_seconds:g}-s crop "
+                     f"and are tiled (repeated) up to it")
     if rates:
-        notes.append("resampled to 16 kHz when read: " + ", ".join(f"{n} file(s) at {sr} Hz"
-                                                                 for sr, n in sorted(rates.items())))
+        notes.append("resampled to 16 kHz when read: "
+                     + ", ".join(f"{n} file(s) at {sr} Hz" for sr, n in sorted(rates.items())))
     for note in notes:
         print("note: " + note)
     summary = dict(checked=len(rows), seconds=round(time.time() - t0, 2), skipped=sorted(bad),
-                   skipped_reasons={p: bad[p] for p in sorted(bad)}, left_out_short_training=sorted(short_train),
+                   skipped_reasons={p: bad[p] for p in sorted(bad)},
+                   left_out_short_training=sorted(short_train),
                    tiled_training=tiled, resampled={str(sr): n for sr, n in rates.items()})
     return spec.without_files(set(bad) | set(short_train)), summary
 

@@ -151,4 +151,5 @@ class HardConcrete(nn.Module):
         return self.sample() if self.training else self.deterministic_mask()
 
     def extra_repr(self) -> str:
-        return f"n={self.n}, init_drop_rate={self.init_drop_rate}, temperature={self.temperature:.4f}"
+        return (f"n={self.n}, init_drop_rate={self.init_drop_rate}, "
+                f"temperature={self.temperature:.4f}")

@@ -125,13 +125,15 @@ class MHFA(nn.Module):
         lengths: (B,) valid frames per utterance, or None if nothing is padded.
         Returns (B, E), or ((B, E), attention (B, H, T)) with return_attention=True."""
         if len(hidden_states) != self.num_layers:
-            raise ValueError(f"MHFA expects {self.num_layers} hidden-state tensors, got {len(hidden_states)}")
+            raise ValueError(f"MHFA expects {self.num_layers} hidden-state tensors, "
+                             f"got {len(hidden_states)}")
         B, T, _ = hidden_states[0].shape
         k = layer_mix(hidden_states, self.weights_k.softmax(0))  # (B, T, D)
         v = layer_mix(hidden_states, self.weights_v.softmax(0))  # (B, T, D)
         k = self.compress_k(k)  # (B, T, C)
         v = self.compress_v(v)  # (B, T, C)
-        att = masked_softmax_over_time(self.att_head(k), padding_mask(lengths, T, k.device))  # (B, T, H)
+        att = masked_softmax_over_time(self.att_head(k),
+                                       padding_mask(lengths, T, k.device))  # (B, T, H)
         # per head, attention-weighted mean of the compressed values over time
         pooled = torch.einsum("bth,btc->bhc", att, v)  # (B, H, C)
         emb = self.proj(pooled.reshape(B, self.num_heads * self.compression_dim))  # (B, E)
@@ -177,7 +179,8 @@ class ASPHead(nn.Module):
     def forward(self, hidden_states: Sequence[torch.Tensor], lengths: Optional[torch.Tensor] = None,
                 return_attention: bool = False):
         if len(hidden_states) != self.num_layers:
-            raise ValueError(f"ASPHead expects {self.num_layers} hidden-state tensors, got {len(hidden_states)}")
+            raise ValueError(f"ASPHead expects {self.num_layers} hidden-state tensors, "
+                             f"got {len(hidden_states)}")
         B, T, D = hidden_states[0].shape
         normed = [F.layer_norm(h, (D,)) for h in hidden_states]  # per frame: padding-safe
         x = layer_mix(normed, self.layer_logits.softmax(0))  # (B, T, D)
@@ -259,7 +262,8 @@ class AAMSoftmax(nn.Module):
 
     With x the embedding, W_j the class centres, both L2-normalised, cos(theta_j) = x.W_j:
 
-        loss = -log  exp(s cos(theta_y + m)) / ( exp(s cos(theta_y + m)) + sum_{j!=y} exp(s cos theta_j) )
+        loss = -log  exp(s cos(theta_y + m))
+                     / ( exp(s cos(theta_y + m)) + sum_{j!=y} exp(s cos theta_j) )
 
     The margin m is added to the ANGLE of the target class, so a sample only wins once it
     is closer to its centre by m radians than to any other: this directly shapes the
@@ -317,7 +321,8 @@ class AAMSoftmax(nn.Module):
             cos = cos.view(-1, self.num_classes, self.sub_centers).amax(dim=2)  # (B, N)
         return cos
 
-    def logits(self, embeddings: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def logits(self, embeddings: torch.Tensor,
+               labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, N) logits. With labels: the margins applied (what the loss sees);
         without: plain s*cos(theta), e.g. for classification accuracy."""
         cos = self.cosine(embeddings)  # (B, N)
@@ -336,7 +341,8 @@ class AAMSoftmax(nn.Module):
             top_cos, top_idx = cos.scatter(1, y, -2.0).topk(self.inter_topk, dim=1)  # (B, k)
             sin = torch.sqrt((1.0 - top_cos * top_cos).clamp_min(1e-12))
             raised = top_cos * self.cos_p + sin * self.sin_p  # cos(theta - m')
-            raised = torch.where(top_cos > self.cos_p, torch.ones_like(raised), raised)  # theta < m'
+            raised = torch.where(top_cos > self.cos_p,  # theta < m'
+                                 torch.ones_like(raised), raised)
             # Write the raised cosines back into the (B, N) matrix at those k columns;
             # the target column and the other negatives keep their values.
             cos = cos.scatter(1, top_idx, raised)
@@ -385,7 +391,8 @@ class SpoofHead(nn.Module):
         return self.fc(embeddings)  # (B, 2)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits(embeddings).float(), labels.long(), weight=self.class_weight)
+        return F.cross_entropy(self.logits(embeddings).float(), labels.long(),
+                               weight=self.class_weight)
 
 
 def logits_to_llr(logits, p_bonafide: float = 0.5):

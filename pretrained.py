@@ -33,11 +33,15 @@ PRETRAINING_ONLY = re.compile(r"^(mask_emb|masked_spec_embed|label_embs_concat|f
 
 # (pattern, replacement) per format, applied to the FIRST matching pattern.
 HF_RULES = [
-    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)$", r"feature_extractor.conv_layers.\1.norm.\2"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)$",
+     r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)$",
+     r"feature_extractor.conv_layers.\1.norm.\2"),
     (r"^feature_projection\.(layer_norm|projection)\.(weight|bias)$", r"feature_projection.\1.\2"),
-    (r"^encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$", r"encoder.pos_conv.weight_g"),
-    (r"^encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$", r"encoder.pos_conv.weight_v"),
+    (r"^encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$",
+     r"encoder.pos_conv.weight_g"),
+    (r"^encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$",
+     r"encoder.pos_conv.weight_v"),
     (r"^encoder\.pos_conv_embed\.conv\.bias$", r"encoder.pos_conv.bias"),
     (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
     (r"^encoder\.layers\.0\.attention\.rel_attn_embed\.weight$", r"encoder.rel_attn_embed.weight"),
@@ -45,31 +49,46 @@ HF_RULES = [
      r"encoder.layers.\1.attention.\2.\3"),
     (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)$",
      r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
-    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"encoder.layers.\1.attention.gru_rel_pos_const"),
-    (r"^encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)$", r"encoder.layers.\1.attention_layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$",
+     r"encoder.layers.\1.attention.gru_rel_pos_const"),
+    (r"^encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)$",
+     r"encoder.layers.\1.attention_layer_norm.\2"),
     (r"^encoder\.layers\.(\d+)\.feed_forward\.(intermediate_dense|output_dense)\.(weight|bias)$",
      r"encoder.layers.\1.feed_forward.\2.\3"),
-    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.layers.\1.ffn_layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$",
+     r"encoder.layers.\1.ffn_layer_norm.\2"),
 ]
 UNILM_RULES = [
-    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.norm.\1"),
-    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.norm.\2"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$",
+     r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$",
+     r"feature_extractor.conv_layers.0.norm.\1"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$",
+     r"feature_extractor.conv_layers.\1.norm.\2"),
     (r"^layer_norm\.(weight|bias)$", r"feature_projection.layer_norm.\1"),
     (r"^post_extract_proj\.(weight|bias)$", r"feature_projection.projection.\1"),
-    (r"^encoder\.pos_conv\.0\.(weight_g|parametrizations\.weight\.original0)$", r"encoder.pos_conv.weight_g"),
-    (r"^encoder\.pos_conv\.0\.(weight_v|parametrizations\.weight\.original1)$", r"encoder.pos_conv.weight_v"),
+    (r"^encoder\.pos_conv\.0\.(weight_g|parametrizations\.weight\.original0)$",
+     r"encoder.pos_conv.weight_g"),
+    (r"^encoder\.pos_conv\.0\.(weight_v|parametrizations\.weight\.original1)$",
+     r"encoder.pos_conv.weight_v"),
     (r"^encoder\.pos_conv\.0\.bias$", r"encoder.pos_conv.bias"),
     (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
-    (r"^encoder\.layers\.0\.self_attn\.relative_attention_bias\.weight$", r"encoder.rel_attn_embed.weight"),
+    (r"^encoder\.layers\.0\.self_attn\.relative_attention_bias\.weight$",
+     r"encoder.rel_attn_embed.weight"),
     (r"^encoder\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)$",
      r"encoder.layers.\1.attention.\2.\3"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)$", r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_a$", r"encoder.layers.\1.attention.gru_rel_pos_const"),
-    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"encoder.layers.\1.attention_layer_norm.\2"),
-    (r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$", r"encoder.layers.\1.feed_forward.output_dense.\2"),
-    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.layers.\1.ffn_layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)$",
+     r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.grep_a$",
+     r"encoder.layers.\1.attention.gru_rel_pos_const"),
+    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$",
+     r"encoder.layers.\1.attention_layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$",
+     r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$",
+     r"encoder.layers.\1.feed_forward.output_dense.\2"),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$",
+     r"encoder.layers.\1.ffn_layer_norm.\2"),
 ]
 
 
@@ -127,11 +146,13 @@ def parse_conv_layers(text: str) -> List[Tuple[int, int, int]]:
 def config_from_unilm(cfg: dict) -> WavLMConfig:
     g = lambda k, default: cfg.get(k, default)
     return WavLMConfig(
-        extractor_mode="layer_norm" if g("extractor_mode", "default") == "layer_norm" else "group_norm",
+        extractor_mode="layer_norm" if g("extractor_mode", "default") == "layer_norm"
+                       else "group_norm",
         conv_layers=parse_conv_layers(g("conv_feature_layers", str(STANDARD_CONV_LAYERS))),
         conv_bias=bool(g("conv_bias", False)), hidden_size=int(g("encoder_embed_dim", 768)),
         num_layers=int(g("encoder_layers", 12)), num_heads=int(g("encoder_attention_heads", 12)),
-        ffn_dim=int(g("encoder_ffn_embed_dim", 3072)), layer_norm_first=bool(g("layer_norm_first", False)),
+        ffn_dim=int(g("encoder_ffn_embed_dim", 3072)),
+        layer_norm_first=bool(g("layer_norm_first", False)),
         pos_conv_kernel=int(g("conv_pos", 128)), pos_conv_groups=int(g("conv_pos_groups", 16)),
         relative_position=bool(g("relative_position_embedding", False)),
         num_buckets=int(g("num_buckets", 320)), max_distance=int(g("max_distance", 1280)))
@@ -140,17 +161,21 @@ def config_from_unilm(cfg: dict) -> WavLMConfig:
 def config_from_hf(cfg: dict) -> WavLMConfig:
     model_type = cfg.get("model_type", "wavlm")
     if model_type not in ("wavlm", "hubert", "wav2vec2"):
-        raise ValueError(f"config.json has model_type {model_type!r}; expected wavlm, hubert or wav2vec2")
+        raise ValueError(f"config.json has model_type {model_type!r}; "
+                         f"expected wavlm, hubert or wav2vec2")
     return WavLMConfig(
-        extractor_mode="layer_norm" if cfg.get("feat_extract_norm", "group") == "layer" else "group_norm",
+        extractor_mode="layer_norm" if cfg.get("feat_extract_norm", "group") == "layer"
+                       else "group_norm",
         conv_layers=list(zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])),
         conv_bias=bool(cfg.get("conv_bias", False)), hidden_size=int(cfg["hidden_size"]),
         num_layers=int(cfg["num_hidden_layers"]), num_heads=int(cfg["num_attention_heads"]),
-        ffn_dim=int(cfg["intermediate_size"]), layer_norm_first=bool(cfg.get("do_stable_layer_norm", False)),
+        ffn_dim=int(cfg["intermediate_size"]),
+        layer_norm_first=bool(cfg.get("do_stable_layer_norm", False)),
         pos_conv_kernel=int(cfg.get("num_conv_pos_embeddings", 128)),
         pos_conv_groups=int(cfg.get("num_conv_pos_embedding_groups", 16)),
         relative_position=model_type == "wavlm", num_buckets=int(cfg.get("num_buckets", 320)),
-        max_distance=int(cfg.get("max_bucket_distance", 800)), layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)))
+        max_distance=int(cfg.get("max_bucket_distance", 800)),
+        layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)))
 
 
 def config_from_torchaudio(sd: dict) -> WavLMConfig:
@@ -160,15 +185,18 @@ def config_from_torchaudio(sd: dict) -> WavLMConfig:
     extractor uses LayerNorm (true of every WavLM/HuBERT/wav2vec 2.0 release)."""
     pre = "encoder.transformer."
     try:
-        n_conv = len([k for k in sd if re.match(r"^feature_extractor\.conv_layers\.\d+\.conv\.weight$", k)])
-        convs = [tuple(sd[f"feature_extractor.conv_layers.{i}.conv.weight"].shape) for i in range(n_conv)]
+        n_conv = len([k for k in sd
+                      if re.match(r"^feature_extractor\.conv_layers\.\d+\.conv\.weight$", k)])
+        convs = [tuple(sd[f"feature_extractor.conv_layers.{i}.conv.weight"].shape)
+                 for i in range(n_conv)]
         strides = [5, 2, 2, 2, 2, 2, 2] if n_conv == 7 else None
         if strides is None:
-            raise ValueError(f"{n_conv} conv layers: only the standard 7-layer extractor can be read "
-                             f"from a bare torchaudio state dict")
+            raise ValueError(f"{n_conv} conv layers: only the standard 7-layer extractor "
+                             f"can be read from a bare torchaudio state dict")
         layer_norm = f"feature_extractor.conv_layers.1.layer_norm.weight" in sd
         E = sd["encoder.feature_projection.projection.weight"].shape[0]
-        n_layers = len({m[1] for k in sd for m in [re.match(rf"^{re.escape(pre)}layers\.(\d+)\.", k)] if m})
+        n_layers = len({m[1] for k in sd
+                        for m in [re.match(rf"^{re.escape(pre)}layers\.(\d+)\.", k)] if m})
         v = sd.get(pre + "pos_conv_embed.conv.parametrizations.weight.original1",
                    sd.get(pre + "pos_conv_embed.conv.weight_v"))
         rel = pre + "layers.0.attention.rel_attn_embed.weight"
@@ -176,12 +204,15 @@ def config_from_torchaudio(sd: dict) -> WavLMConfig:
         return WavLMConfig(
             extractor_mode="layer_norm" if layer_norm else "group_norm",
             conv_layers=[(c[0], c[2], s) for c, s in zip(convs, strides)],
-            conv_bias=f"feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E, num_layers=n_layers,
-            num_heads=heads, ffn_dim=sd[pre + "layers.0.feed_forward.intermediate_dense.weight"].shape[0],
-            layer_norm_first=layer_norm, pos_conv_kernel=v.shape[2], pos_conv_groups=E // v.shape[1],
-            relative_position=rel in sd, num_buckets=sd[rel].shape[0] if rel in sd else 320, max_distance=800)
+            conv_bias=f"feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E,
+            num_layers=n_layers, num_heads=heads,
+            ffn_dim=sd[pre + "layers.0.feed_forward.intermediate_dense.weight"].shape[0],
+            layer_norm_first=layer_norm, pos_conv_kernel=v.shape[2],
+            pos_conv_groups=E // v.shape[1], relative_position=rel in sd,
+            num_buckets=sd[rel].shape[0] if rel in sd else 320, max_distance=800)
     except (KeyError, AttributeError) as e:
-        raise ValueError(f"not a torchaudio WavLM/HuBERT/wav2vec 2.0 state dict: cannot find {e}") from None
+        raise ValueError(f"not a torchaudio WavLM/HuBERT/wav2vec 2.0 state dict: "
+                         f"cannot find {e}") from None
 
 
 def torchaudio_wavlm(config: WavLMConfig) -> torch.nn.Module:
@@ -215,7 +246,8 @@ def perturb_norms_and_biases_(model: torch.nn.Module) -> torch.nn.Module:
 
 # Short names -> torchaudio bundle files (they need no config: see config_from_torchaudio).
 PRETRAINED_FILES = {"wavlm_base": "wavlm_base.pth", "wavlm_base_plus": "wavlm_base_plus.pth",
-                    "wavlm_large": "wavlm_large.pth", "hubert_base": "hubert_fairseq_base_ls960.pth"}
+                    "wavlm_large": "wavlm_large.pth",
+                    "hubert_base": "hubert_fairseq_base_ls960.pth"}
 PRETRAINED_URL = "https://download.pytorch.org/torchaudio/models/"
 
 
@@ -229,10 +261,12 @@ def _resolve_short_name(name: str) -> str:
         torch.hub.download_url_to_file(PRETRAINED_URL + filename, path, progress=True)
     except Exception as e:
         raise FileNotFoundError(
-            f"pretrained model {name!r} is not cached and could not be downloaded ({type(e).__name__}: {e}).\n"
-            f"Download {PRETRAINED_URL + filename} on a machine with internet access and put it at\n"
-            f"  {path}\nor pass the path of a unilm .pt, a Hugging Face model folder or a torchaudio .pth "
-            f"to --ssl.") from None
+            f"pretrained model {name!r} is not cached and could not be downloaded "
+            f"({type(e).__name__}: {e}).\n"
+            f"Download {PRETRAINED_URL + filename} on a machine with internet access "
+            f"and put it at\n"
+            f"  {path}\nor pass the path of a unilm .pt, a Hugging Face model folder "
+            f"or a torchaudio .pth to --ssl.") from None
     return path
 
 
@@ -251,10 +285,12 @@ def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict]
     if os.path.isdir(source):
         cfg_path = os.path.join(source, "config.json")
         if not os.path.exists(cfg_path):
-            raise FileNotFoundError(f"{source} is a folder but has no config.json: not a Hugging Face model folder")
+            raise FileNotFoundError(f"{source} is a folder but has no config.json: "
+                                    f"not a Hugging Face model folder")
         with open(cfg_path) as f:
             config = config_from_hf(json.load(f))
-        st_path, bin_path = os.path.join(source, "model.safetensors"), os.path.join(source, "pytorch_model.bin")
+        st_path, bin_path = (os.path.join(source, "model.safetensors"),
+                             os.path.join(source, "pytorch_model.bin"))
         if os.path.exists(st_path):
             from safetensors.torch import load_file
             raw = load_file(st_path)
@@ -276,11 +312,12 @@ def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict]
             state, unexpected = _rename(_torchaudio_to_hf_names(raw), HF_RULES)
         else:
             keys = list(raw)[:10] if isinstance(raw, dict) else type(raw).__name__
-            raise ValueError(f"{source}: unrecognised checkpoint layout (first keys: {keys}); expected a "
-                             f"unilm .pt with 'cfg' and 'model', a torchaudio state dict or a HF folder")
+            raise ValueError(f"{source}: unrecognised checkpoint layout (first keys: {keys}); "
+                             f"expected a unilm .pt with 'cfg' and 'model', a torchaudio state "
+                             f"dict or a HF folder")
     else:
-        raise FileNotFoundError(f"pretrained source {source!r} is neither a file, a folder nor one of "
-                                f"{sorted(PRETRAINED_FILES)}")
+        raise FileNotFoundError(f"pretrained source {source!r} is neither a file, a folder "
+                                f"nor one of {sorted(PRETRAINED_FILES)}")
     for k, v in config_overrides.items():
         setattr(config, k, v)
     config.prune_units = list(prune_units)
@@ -291,6 +328,7 @@ def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict]
     # Gate logits are not in any pretrained file: take the freshly initialised ones.
     gate_state = {k: v for k, v in model.state_dict().items() if k.endswith("log_alpha")}
     if unexpected:
-        raise ValueError(f"{source}: unexpected keys that map to no part of the model: {unexpected[:20]}")
+        raise ValueError(f"{source}: unexpected keys that map to no part of the model: "
+                         f"{unexpected[:20]}")
     load_state_exactly(model, {**state, **gate_state}, source)
     return model

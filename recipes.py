@@ -28,15 +28,16 @@ its HardConcrete gates learn what to remove, then cut the model down.
 # Sec. 1). The toy recipes train a tiny WavLM from scratch on CPU: from random weights
 # there is nothing to protect, so the SSL gradient is not scaled down and the lr is high.
 SV_RECIPE = dict(task="sv", ssl="wavlm_base_plus", epochs=12, steps=None, lr=1e-4, final_lr=1e-6,
-                 lr_warmup_epochs=2, weight_decay=1e-7, reg_lr=0.05, grad_mult=0.1, sparsity_warmup=5.0, aug_prob=0.6,
-                 batch_size=128, crop_seconds=3.0, head="mhfa", aam_scale=32.0, aam_margin=0.2,
-                 sub_centers=3, inter_topk=5, inter_penalty=0.06, freeze_ssl_steps=0, eval_every=2000,
+                 lr_warmup_epochs=2, weight_decay=1e-7, reg_lr=0.05, grad_mult=0.1,
+                 sparsity_warmup=5.0, aug_prob=0.6, batch_size=128, crop_seconds=3.0,
+                 head="mhfa", aam_scale=32.0, aam_margin=0.2, sub_centers=3, inter_topk=5,
+                 inter_penalty=0.06, freeze_ssl_steps=0, eval_every=2000,
                  mhfa_heads=32, mhfa_compression=128, sparsity_schedule="linear", settle_frac=0.05)
 CM_RECIPE = dict(SV_RECIPE, ssl="wavlm_base", epochs=5, lr=5e-6, final_lr=1e-7, lr_warmup_epochs=0,
                  grad_mult=0.01, sparsity_warmup=1.0, batch_size=64, aug_prob=0.8)
-TOY = dict(ssl="tiny", epochs=None, steps=1200, lr=2e-3, final_lr=1e-4, lr_warmup_epochs=2.0, reg_lr=0.1,
-           grad_mult=1.0, batch_size=16, crop_seconds=2.0, sparsity_warmup=None, eval_every=300,
-           mhfa_heads=8, mhfa_compression=64)
+TOY = dict(ssl="tiny", epochs=None, steps=1200, lr=2e-3, final_lr=1e-4, lr_warmup_epochs=2.0,
+           reg_lr=0.1, grad_mult=1.0, batch_size=16, crop_seconds=2.0, sparsity_warmup=None,
+           eval_every=300, mhfa_heads=8, mhfa_compression=64)
 RECIPES = {
     # Gates that close overshoot (Adam momentum) and reopen slowly, and one head of the
     # tiny model is 1.8% of it: a cosine warm-up over the first 30% arrives gently and
@@ -54,23 +55,27 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, choices=sorted(RECIPES))
     p.add_argument("--data-root", help="dataset folder (required for real data)")
-    p.add_argument("--vox1-root", help="VoxCeleb1 folder for --data vox2 evaluation (default: see data.py)")
+    p.add_argument("--vox1-root",
+                   help="VoxCeleb1 folder for --data vox2 evaluation (default: see data.py)")
     p.add_argument("--cache-dir", help="where the toy corpora are generated")
     p.add_argument("--toy-seed", type=int, default=0,
                    help="which toy corpus (fixed apart from --seed, so runs stay comparable)")
     p.add_argument("--toy-size", choices=["default", "tiny"], default="default",
                    help="'tiny' makes a toy corpus of a few files, for smoke tests")
     p.add_argument("--ssl", help="'tiny', a short name (wavlm_base_plus, ...) or a checkpoint path")
-    p.add_argument("--target", type=float, default=0.7, help="target sparsity of the SSL model, in [0, 1)")
-    p.add_argument("--prune-units", default=",".join(PRUNE_UNITS), help=f"comma list from {PRUNE_UNITS}")
-    p.add_argument("--sparsity-warmup", type=float, help="epochs over which the target rises from 0")
+    p.add_argument("--target", type=float, default=0.7,
+                   help="target sparsity of the SSL model, in [0, 1)")
+    p.add_argument("--prune-units", default=",".join(PRUNE_UNITS),
+                   help=f"comma list from {PRUNE_UNITS}")
+    p.add_argument("--sparsity-warmup", type=float,
+                   help="epochs over which the target rises from 0")
     p.add_argument("--sparsity-schedule", choices=["linear", "cosine"], help="target warm-up shape")
     p.add_argument("--settle-frac", type=float,
-                   help="share of the steps, at the end, that fine-tune the final structure: the gates "
-                        "are set to the exact target, then frozen (0 = no settle phase)")
+                   help="share of the steps, at the end, that fine-tune the final structure: "
+                        "the gates are set to the exact target, then frozen (0 = no settle phase)")
     p.add_argument("--size-estimate", choices=["deployed", "expected"], default="deployed",
-                   help="size in s_hat: the exported size with the expectation's gradient (default), "
-                        "or the paper's plain expectation (see model_size)")
+                   help="size in s_hat: the exported size with the expectation's gradient "
+                        "(default), or the paper's plain expectation (see model_size)")
     p.add_argument("--steps", type=int, help="total optimisation steps (overrides --epochs)")
     p.add_argument("--epochs", type=float)
     p.add_argument("--batch-size", type=int, help="per process")
@@ -83,7 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--head", choices=["mhfa", "asp"])
     p.add_argument("--mhfa-heads", type=int, help="MHFA attention heads (paper: 32)")
     p.add_argument("--mhfa-compression", type=int, help="MHFA compression dim (paper: 128)")
-    p.add_argument("--freeze-ssl-steps", type=int, help="train only the head for this many steps first")
+    p.add_argument("--freeze-ssl-steps", type=int,
+                   help="train only the head for this many steps first")
     p.add_argument("--crop-seconds", type=float)
     p.add_argument("--musan", help="MUSAN folder for noise augmentation")
     p.add_argument("--rir", help="RIR folder for reverberation")
@@ -124,7 +130,8 @@ def parse_args(argv=None):
         p.error(f"--data-root {args.data_root}: no such folder")
     if args.steps is None and args.epochs is None:
         p.error("give --steps or --epochs")
-    if (args.steps is not None and args.steps < 1) or (args.batch_size is not None and args.batch_size < 1):
+    if ((args.steps is not None and args.steps < 1)
+            or (args.batch_size is not None and args.batch_size < 1)):
         p.error("--steps and --batch-size must be at least 1")
     if not 0.0 <= args.settle_frac < 0.5:
         p.error(f"--settle-frac must lie in [0, 0.5), got {args.settle_frac}")

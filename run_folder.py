@@ -98,8 +98,8 @@ def resume_command(argv, world=1) -> str:
 # --------------------------------------------------------------------------- attempts
 def new_attempt(first_step) -> dict:
     """One start of the run, fresh or resumed; its seconds grow as it goes."""
-    return dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), first_step=first_step, last_step=first_step,
-                seconds=0.0, ended="running")
+    return dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), first_step=first_step,
+                last_step=first_step, seconds=0.0, ended="running")
 
 
 def close_crashed_attempt(attempts, log_path, step):
@@ -108,7 +108,8 @@ def close_crashed_attempt(attempts, log_path, step):
     last = attempts[-1]
     if last["ended"] != "running":                 # it stopped cleanly (a signal)
         return attempts
-    rows = [json.loads(line) for line in open(log_path) if line.strip()] if os.path.exists(log_path) else []
+    rows = ([json.loads(line) for line in open(log_path) if line.strip()]
+            if os.path.exists(log_path) else [])
     rows = [r for r in rows if "seconds" in r and r["step"] >= last["last_step"]]
     if rows:
         last.update(last_step=rows[-1]["step"], seconds=max(last["seconds"], rows[-1]["seconds"]))
@@ -174,15 +175,16 @@ def open_run(out, resume, model, lambdas, optimizer, lambda_optimizer, is_main):
 
 def plain_values(options: dict) -> dict:
     """The options a checkpoint or a model file may hold: plain values only."""
-    return {k: v for k, v in options.items() if isinstance(v, (int, float, str, bool, list, type(None)))
+    return {k: v for k, v in options.items()
+            if isinstance(v, (int, float, str, bool, list, type(None)))
             and k not in ("resume", "re_export")}
 
 
 def write_config(out, config: dict, logger):
     """config.json, and the same on screen (without the long file-check lists)."""
     write_json(os.path.join(out, "config.json"), config)
-    logger.print("resolved config:\n" + json.dumps({k: v for k, v in config.items() if k != "data_check"},
-                                                   indent=2))
+    logger.print("resolved config:\n"
+                 + json.dumps({k: v for k, v in config.items() if k != "data_check"}, indent=2))
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -277,7 +279,8 @@ def write_report(out, report, config, test_scores, det_title):
     write_json(path("report.json"), report)
     plot_training_curves(path("log.jsonl"), path("training_curves.png"))
     plot_structure(report["structure"], config, path("pruned_structure.png"))
-    evaluate.plot_det({f"pruned ({report['test_set']})": test_scores}, path("det.png"), title=det_title)
+    evaluate.plot_det({f"pruned ({report['test_set']})": test_scores}, path("det.png"),
+                      title=det_title)
 
 
 # ------------------------------------------------------------------------------ plots
@@ -315,13 +318,16 @@ def plot_structure(structure, config, png_path):
     ax[0].set(title="attention heads kept", xlabel="transformer layer", ylabel="fraction kept",
               ylim=(0, 1.05))
     ax[1].bar(layers, [u / config.ffn_dim for u in structure["ffn_units"]], color="C1")
-    ax[1].set(title="FFN units kept", xlabel="transformer layer", ylabel="fraction kept", ylim=(0, 1.05))
+    ax[1].set(title="FFN units kept", xlabel="transformer layer", ylabel="fraction kept",
+              ylim=(0, 1.05))
     for a, key in ((ax[0], "attention"), (ax[1], "ffn")):
         for i, on in enumerate(structure[key]):
             if not on:
                 a.text(i, 0.02, "block\nremoved", ha="center", fontsize=7, color="red")
     convs = [c for c, _, _ in config.conv_layers]
-    ax[2].bar(np.arange(len(convs)), [k / c for k, c in zip(structure["conv_channels"], convs)], color="C2")
-    ax[2].set(title="CNN channels kept", xlabel="conv layer", ylabel="fraction kept", ylim=(0, 1.05))
+    ax[2].bar(np.arange(len(convs)), [k / c for k, c in zip(structure["conv_channels"], convs)],
+              color="C2")
+    ax[2].set(title="CNN channels kept", xlabel="conv layer", ylabel="fraction kept",
+              ylim=(0, 1.05))
     fig.tight_layout()
     fig.savefig(png_path)

@@ -215,7 +215,8 @@ def _noise(kind, n, rng):
     if kind == "pink":
         return np.fft.irfft(W / np.sqrt(np.maximum(f, 20)), n)
     x = np.fft.irfft(W * _bandpass(f, 500, 1500), n)
-    return x * (1 + 0.8 * np.sin(2 * np.pi * rng.uniform(3, 6) * np.arange(n) / SR + rng.uniform(0, 6.3)))
+    return x * (1 + 0.8 * np.sin(2 * np.pi * rng.uniform(3, 6) * np.arange(n) / SR
+                                 + rng.uniform(0, 6.3)))
 
 
 def apply_channel(x, ch, rng):
@@ -267,7 +268,8 @@ def _phone_tracks(spk, rng, T):
             elif kind == 2:                                  # stop: closure then burst
                 c, b, g = BURSTS[rng.integers(len(BURSTS))]
                 d = ms(50, 90)
-                ng[t + d - 2:t + d], nc[t + d - 2:t + d], nb[t + d - 2:t + d] = g, c * spk["scale"], b
+                (ng[t + d - 2:t + d], nc[t + d - 2:t + d],
+                 nb[t + d - 2:t + d]) = g, c * spk["scale"], b
             else:                                            # nasal or liquid
                 f1, f2, f3, g = SONORANTS[rng.integers(len(SONORANTS))]
                 F[t:t + d], vg[t:t + d] = formants(np.array([f1, f2, f3])), g
@@ -571,7 +573,8 @@ def make_toy_cm(root, seed=0, size="default"):
                          apply_channel(wave, make_channel(rng, "cm"), rng), SR, subtype="PCM_16")
                 key = "bonafide" if attack == "bonafide" else "spoof"
                 tag = "-" if key == "bonafide" else ATTACK_TAGS[attack]
-                lines.append(f"{prefix}_{i:04d} {fid} {spks[i]['gender']} - - - {tag} {attack} {key} -\n")
+                lines.append(f"{prefix}_{i:04d} {fid} {spks[i]['gender']} - - - "
+                             f"{tag} {attack} {key} -\n")
             with open(os.path.join(tmp, proto), "w") as fh:
                 fh.writelines(lines)
             counts[split] = len(lines)

@@ -43,7 +43,8 @@ import evaluate
 import heads
 import pretrained
 import run_folder
-from classifier import Classifier, HeadConfig, autocast, resolve_device, save_classifier, utterance_scorer
+from classifier import (Classifier, HeadConfig, autocast, resolve_device, save_classifier,
+                        utterance_scorer)
 from recipes import RECIPES, parse_args  # noqa: F401  (RECIPES: the defaults of each --data)
 from wavlm_masked import MaskedWavLM, WavLMConfig
 
@@ -104,8 +105,9 @@ def build_ssl(args) -> MaskedWavLM:
 
 def build_classifier(args, ssl, spec) -> Classifier:
     """The SSL model with the recipe's head; CM needs the bona fide share for its LLR."""
-    head = HeadConfig(kind=args.head, mhfa_heads=args.mhfa_heads, mhfa_compression=args.mhfa_compression,
-                      aam_scale=args.aam_scale, aam_margin=args.aam_margin, sub_centers=args.sub_centers,
+    head = HeadConfig(kind=args.head, mhfa_heads=args.mhfa_heads,
+                      mhfa_compression=args.mhfa_compression, aam_scale=args.aam_scale,
+                      aam_margin=args.aam_margin, sub_centers=args.sub_centers,
                       inter_topk=args.inter_topk, inter_penalty=args.inter_penalty)
     labels = [y for _, y in spec.train_items]
     p_bonafide = sum(labels) / len(labels) if spec.task == "cm" else 0.5
@@ -129,8 +131,8 @@ def make_optimizers(model: Classifier, lambdas, args):
 
 
 def set_learning_rates(optimizer, step, args, sched):
-    f = lr_factor(step, int(args.lr_warmup_epochs * sched.steps_per_epoch), sched.total_steps, args.lr,
-                  args.final_lr)
+    f = lr_factor(step, int(args.lr_warmup_epochs * sched.steps_per_epoch), sched.total_steps,
+                  args.lr, args.final_lr)
     for group in optimizer.param_groups:
         if group["name"] == "ssl":
             group["lr"] = 0.0 if step < args.freeze_ssl_steps else args.lr * f
@@ -151,7 +153,8 @@ def settle(ssl: MaskedWavLM, params0, target, logger, step):
     logger.print(f"settle: exported sparsity {before:.4f} -> {after:.4f} (target {target:g}; gate "
                  f"logits shifted by {', '.join(f'{k} {v:+.3f}' for k, v in shifts.items())}); "
                  f"the gates are frozen from here on")
-    logger.log(dict(step=step, settle=True, sparsity_before=before, sparsity_after=after, shifts=shifts))
+    logger.log(dict(step=step, settle=True, sparsity_before=before, sparsity_after=after,
+                    shifts=shifts))
 
 
 # ---------------------------------------------------------------------------- set-up
@@ -163,7 +166,8 @@ def setup_threads(threads, is_main):
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if is_main and load > cores and torch.get_num_threads() > 1:
         print(f"note: the machine is busy (load average {load:.1f} on {cores} cores) and this run "
-              f"uses {torch.get_num_threads()} threads; if other jobs compute too, pass --threads 1")
+              f"uses {torch.get_num_threads()} threads; "
+              f"if other jobs compute too, pass --threads 1")
 
 
 def setup_distributed(device_choice):
@@ -214,16 +218,18 @@ def make_schedule(args, num_items, world) -> Schedule:
     global_batch = args.batch_size * world
     if num_items < global_batch:
         raise ValueError(f"the training set has {num_items} files, fewer than one batch "
-                         f"(--batch-size {args.batch_size} x {world} process(es) = {global_batch}); "
+                         f"(--batch-size {args.batch_size} x {world} process(es) = "
+                         f"{global_batch}); "
                          f"lower --batch-size to at most {num_items // world} or add data")
     steps_per_epoch = num_items // global_batch
     total = args.steps or int(round(args.epochs * steps_per_epoch))
     if total < 1:
         raise ValueError(f"--epochs {args.epochs} is less than one step ({steps_per_epoch} steps "
                          f"per epoch); pass more --epochs or --steps")
-    warmup = int(round(args.sparsity_warmup * steps_per_epoch)) if args.sparsity_warmup is not None \
-        else int(round(args.sparsity_warmup_frac * total))
-    settle_start = total - max(1, int(round(args.settle_frac * total))) if args.settle_frac > 0 else total
+    warmup = int(round(args.sparsity_warmup * steps_per_epoch)) \
+        if args.sparsity_warmup is not None else int(round(args.sparsity_warmup_frac * total))
+    settle_start = (total - max(1, int(round(args.settle_frac * total)))
+                    if args.settle_frac > 0 else total)
     return Schedule(steps_per_epoch, total, warmup, settle_start)
 
 
@@ -233,8 +239,9 @@ def schedule_notes(args, sched, step):
         return
     at_target = sched.settle_start - min(sched.sparsity_warmup_steps, sched.settle_start)
     if args.target > 0 and at_target < max(MIN_STEPS_AT_TARGET, 0.2 * sched.total_steps):
-        print(f"note: the gates train at the final target for only {at_target} of {sched.total_steps} steps "
-              f"(warm-up {sched.sparsity_warmup_steps}, settle from step {sched.settle_start}); the settle phase still "
+        print(f"note: the gates train at the final target for only {at_target} of "
+              f"{sched.total_steps} steps (warm-up {sched.sparsity_warmup_steps}, "
+              f"settle from step {sched.settle_start}); the settle phase still "
               f"exports exactly the target size, but more is cut by rule than learned. Pass more "
               f"--steps, or a shorter --sparsity-warmup.")
 
@@ -267,8 +274,10 @@ def train(args, stop, argv):
         return None
     t_start = time.time()
     ssl, spec, data_check, sched = load_inputs(args, is_main, world)   # user errors end here
-    augment = datasets.Augmenter(args.musan, args.rir, args.aug_prob) if (args.musan or args.rir) else None
-    train_set = datasets.TrainCrops(spec.train_items, args.crop_seconds, seed=args.seed, augment=augment)
+    augment = (datasets.Augmenter(args.musan, args.rir, args.aug_prob)
+               if (args.musan or args.rir) else None)
+    train_set = datasets.TrainCrops(spec.train_items, args.crop_seconds, seed=args.seed,
+                                    augment=augment)
     model = build_classifier(args, ssl, spec).to(device)
     params0 = model.ssl.num_params()          # the dense SSL model: the denominator of s_hat
     lambdas = torch.zeros(2, device=device, requires_grad=True)        # [lambda1, lambda2]
@@ -279,8 +288,9 @@ def train(args, stop, argv):
     logger = run_folder.Logger(args.out, sched.total_steps, step, is_main, not args.no_progress)
     if is_main:
         run_folder.write_config(args.out, dict(
-            vars(args), device=str(device), world_size=world, params0=params0, num_classes=spec.num_classes,
-            num_train_items=len(train_set), p_bonafide=model.p_bonafide, **vars(sched),
+            vars(args), device=str(device), world_size=world, params0=params0,
+            num_classes=spec.num_classes, num_train_items=len(train_set),
+            p_bonafide=model.p_bonafide, **vars(sched),
             data_check=data_check), logger)
         schedule_notes(args, sched, step)
 
@@ -291,10 +301,11 @@ def train(args, stop, argv):
     while step < sched.total_steps:
         epoch, offset = divmod(step, sched.steps_per_epoch)
         train_set.set_epoch(epoch)
-        batches = datasets.epoch_batches(len(train_set), args.batch_size, epoch, args.seed, rank, world)
+        batches = datasets.epoch_batches(len(train_set), args.batch_size, epoch, args.seed,
+                                         rank, world)
         loader = DataLoader(train_set, batch_sampler=batches[offset:], num_workers=args.num_workers,
                             collate_fn=datasets.collate_pad, generator=loader_gen,
-                            pin_memory=device.type == "cuda")    # page-locked: copies overlap compute
+                            pin_memory=device.type == "cuda")   # page-locked: async copies
         for waves, _, labels in loader:
             if step == sched.settle_start:
                 settle(model.ssl, params0, args.target, logger, step)
@@ -303,12 +314,16 @@ def train(args, stop, argv):
             for gate in model.ssl.gates().values():       # settle: train the exported masks
                 gate.train(not settling)
             set_learning_rates(optimizer, step, args, sched)
-            target = target_at(step, sched.sparsity_warmup_steps, args.target, args.sparsity_schedule)
+            target = target_at(step, sched.sparsity_warmup_steps, args.target,
+                               args.sparsity_schedule)
             if spec.task == "sv":           # AAM margin ramps up from 0 (classes separate first)
-                model.loss_head.set_margin(heads.margin_schedule(step, sched.total_steps, args.aam_margin))
+                model.loss_head.set_margin(heads.margin_schedule(step, sched.total_steps,
+                                                                 args.aam_margin))
             with autocast(device, args.amp):
-                task_loss = train_model(waves.to(device, non_blocking=True), labels.to(device, non_blocking=True))
-            size, expected, deployed = model_size(model.ssl, args.size_estimate)  # fp32, no autocast
+                task_loss = train_model(waves.to(device, non_blocking=True),
+                                        labels.to(device, non_blocking=True))
+            # the size and the penalty in float64, outside autocast
+            size, expected, deployed = model_size(model.ssl, args.size_estimate)
             reg, s_hat = lagrangian(size, params0, target, lambdas)
             loss = task_loss.float() + reg                                        # eq. (1)
 
@@ -335,13 +350,15 @@ def train(args, stop, argv):
                 if is_main:
                     periodic_eval(model, spec, device, args.amp, logger, step)
                 barrier(world)
-            stopping, saving = agree(stop.requested, time.time() - last_save > 60 * args.save_minutes, world,
-                                     device)
+            stopping, saving = agree(stop.requested,
+                                     time.time() - last_save > 60 * args.save_minutes,
+                                     world, device)
             if saving or stopping or step % args.save_every == 0 or step == sched.total_steps:
                 attempts[-1].update(last_step=step, seconds=round(time.time() - t_start, 2),
                                     ended=f"stopped by {stop.name}" if stopping else "running")
                 if is_main:
-                    run_folder.save_checkpoint(ckpt_path, step, model, lambdas, optimizer, lambda_optimizer,
+                    run_folder.save_checkpoint(ckpt_path, step, model, lambdas, optimizer,
+                                               lambda_optimizer,
                                                run_folder.plain_values(vars(args)), attempts)
                 last_save = time.time()
                 barrier(world)
@@ -395,7 +412,8 @@ def agree(stop, save, world, device):
 
 def periodic_eval(model, spec, device, amp, logger, step):
     """The validation set with deterministic masks (rank 0)."""
-    metrics, _ = evaluate.evaluate_sets(utterance_scorer(model, device, amp), spec, [spec.valid_name])
+    metrics, _ = evaluate.evaluate_sets(utterance_scorer(model, device, amp), spec,
+                                        [spec.valid_name])
     m = metrics[spec.valid_name]
     logger.log(dict(step=step, eval=spec.valid_name, eer=m["eer"], min_dcf=m["min_dcf"]))
     logger.print(f"step {step}: {spec.valid_name} EER {100 * m['eer']:.2f}% "
@@ -406,11 +424,13 @@ def finish(model: Classifier, spec, params0, device, args, t_start, attempts):
     """Evaluate masked, prune physically, evaluate pruned (the scores must agree), save
     the pruned classifier, time dense against pruned, and write the report."""
     model.eval()
-    masked_metrics, masked_raw = evaluate.evaluate_sets(utterance_scorer(model, device, args.amp), spec)
+    masked_metrics, masked_raw = evaluate.evaluate_sets(utterance_scorer(model, device, args.amp),
+                                                        spec)
     structure = model.ssl.structure_summary()
     masked_ssl = model.ssl
     model.ssl = masked_ssl.prune()
-    pruned_metrics, pruned_raw = evaluate.evaluate_sets(utterance_scorer(model, device, args.amp), spec)
+    pruned_metrics, pruned_raw = evaluate.evaluate_sets(utterance_scorer(model, device, args.amp),
+                                                        spec)
     save_classifier(model, os.path.join(args.out, "pruned_model.pt"),
                     extra={"train_args": run_folder.plain_values(vars(args))})
     dense_ssl = MaskedWavLM(replace(masked_ssl.config, prune_units=[])).to(device)
@@ -422,17 +442,22 @@ def finish(model: Classifier, spec, params0, device, args, t_start, attempts):
         data=args.data, task=spec.task, target=args.target,
         params_before=params0, params_after=params_after, sparsity=1.0 - params_after / params0,
         eer_masked=masked_metrics[test]["eer"], eer_pruned=pruned_metrics[test]["eer"],
-        min_dcf_masked=masked_metrics[test]["min_dcf"], min_dcf_pruned=pruned_metrics[test]["min_dcf"],
+        min_dcf_masked=masked_metrics[test]["min_dcf"],
+        min_dcf_pruned=pruned_metrics[test]["min_dcf"],
         test_set=test, masked=masked_metrics, pruned=pruned_metrics,
-        max_score_diff=max(float(np.abs(masked_raw[n][0] - pruned_raw[n][0]).max()) for n in pruned_raw),
+        max_score_diff=max(float(np.abs(masked_raw[n][0] - pruned_raw[n][0]).max())
+                           for n in pruned_raw),
         speedup=dense_time / pruned_time, dense_seconds=dense_time, pruned_seconds=pruned_time,
-        structure=structure, seconds=round(sum(a["seconds"] for a in attempts), 2), attempts=attempts)
+        structure=structure, seconds=round(sum(a["seconds"] for a in attempts), 2),
+        attempts=attempts)
     run_folder.write_report(args.out, report, masked_ssl.config, pruned_raw[test],
-                            det_title=f"{args.data}: pruned model, sparsity {report['sparsity']:.3f}")
+                            det_title=f"{args.data}: pruned model, "
+                                      f"sparsity {report['sparsity']:.3f}")
     print(f"done in {report['seconds']:.0f} s: sparsity {report['sparsity']:.4f} "
           f"({params0:,} -> {params_after:,} params), {test} EER masked "
           f"{100 * report['eer_masked']:.2f}% / pruned {100 * report['eer_pruned']:.2f}%, minDCF "
-          f"{report['min_dcf_pruned']:.4f}, speed-up x{report['speedup']:.2f}. Outputs in {args.out}")
+          f"{report['min_dcf_pruned']:.4f}, speed-up x{report['speedup']:.2f}. "
+          f"Outputs in {args.out}")
     return report
 
 

@@ -58,14 +58,21 @@ SAMPLE_RATE = 16000
 
 # ------------------------------------------------------------------------------- args
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--quick", action="store_true", help="fewer repetitions and a 2-s training input")
-parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
-parser.add_argument("--train-seconds", type=float, default=None, help="training input length (default 4, quick 2)")
-parser.add_argument("--reps", type=int, default=None, help="timed training steps per model (default 10, quick 3)")
-parser.add_argument("--infer-reps", type=int, default=None, help="timed 10-s inferences per model (default 5, quick 2)")
-parser.add_argument("--target-sparsity", type=float, default=0.70, help="fraction of parameters to remove")
+parser.add_argument("--quick", action="store_true",
+                    help="fewer repetitions and a 2-s training input")
+parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch.set_num_threads (default: all cores)")
+parser.add_argument("--train-seconds", type=float, default=None,
+                    help="training input length (default 4, quick 2)")
+parser.add_argument("--reps", type=int, default=None,
+                    help="timed training steps per model (default 10, quick 3)")
+parser.add_argument("--infer-reps", type=int, default=None,
+                    help="timed 10-s inferences per model (default 5, quick 2)")
+parser.add_argument("--target-sparsity", type=float, default=0.70,
+                    help="fraction of parameters to remove")
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops per training step")
+parser.add_argument("--profile", action="store_true",
+                    help="print torch.profiler's top ops per training step")
 args = parser.parse_args()
 train_seconds = args.train_seconds or (2.0 if args.quick else 4.0)
 train_reps = args.reps or (3 if args.quick else 10)
@@ -106,8 +113,8 @@ with torch.no_grad():                       # no gates + dropout 0: must be the 
     same = (ta_last(ref, x) - our_last(plain, x)).abs().max().item()
 n_gates = len(gated.gates())
 ref_params = sum(p.numel() for p in ref.parameters())
-print(f"\n[1] Gate overhead: fwd+bwd, train mode, WavLM Base+ architecture ({ref_params / 1e6:.1f}M params), "
-      f"random weights, batch 1 x {train_seconds:g} s")
+print(f"\n[1] Gate overhead: fwd+bwd, train mode, WavLM Base+ architecture "
+      f"({ref_params / 1e6:.1f}M params), random weights, batch 1 x {train_seconds:g} s")
 print(f"    gates on: {', '.join(PRUNE_UNITS)} ({n_gates} HardConcrete groups, "
       f"{sum(g.n for g in gated.gates().values())} logits)")
 print(f"    warm-up {train_warmup}, {train_reps} interleaved reps, median; "
@@ -120,9 +127,11 @@ fns = {
 }
 med, cmed = print_times(*time_interleaved(fns, train_warmup, train_reps), base="torchaudio")
 overhead = med["ours, 5 gate kinds"] / med["torchaudio"]
-print(f"    gates alone (gated / no gates): wall {med['ours, 5 gate kinds'] / med['ours, no gates']:.3f}x, "
+print(f"    gates alone (gated / no gates): "
+      f"wall {med['ours, 5 gate kinds'] / med['ours, no gates']:.3f}x, "
       f"cpu {cmed['ours, 5 gate kinds'] / cmed['ours, no gates']:.3f}x")
-print(f"    goal gated / torchaudio <= 1.10x (wall): {overhead:.3f}x -> {'MET' if overhead <= 1.10 else 'NOT MET'}")
+print(f"    goal gated / torchaudio <= 1.10x (wall): {overhead:.3f}x -> "
+      f"{'MET' if overhead <= 1.10 else 'NOT MET'}")
 
 if args.profile:
     from torch.profiler import ProfilerActivity, profile
@@ -151,8 +160,9 @@ print(f"    heads / layer  : {[len(h) for h in pc.heads]}")
 print(f"    FFN units      : {pc.ffn_dims}")
 print(f"    attention kept : {''.join('1' if b else '0' for b in pc.attention_blocks)}   "
       f"FFN kept: {''.join('1' if b else '0' for b in pc.ffn_blocks)}")
-print(f"    params         : dense {dense.num_params() / 1e6:.2f}M -> pruned {pruned.num_params() / 1e6:.2f}M, "
-      f"ratio {params_ratio:.3f} (sparsity {1 - params_ratio:.1%}; target {args.target_sparsity:.0%})")
+print(f"    params         : dense {dense.num_params() / 1e6:.2f}M -> "
+      f"pruned {pruned.num_params() / 1e6:.2f}M, ratio {params_ratio:.3f} "
+      f"(sparsity {1 - params_ratio:.1%}; target {args.target_sparsity:.0%})")
 print(f"    sanity         : |masked(eval) - pruned| max over all hidden states = {diff:.2e} "
       f"({'OK' if diff <= 1e-4 else 'MISMATCH'})")
 
@@ -164,13 +174,16 @@ def infer(model):
 
 print(f"    GMACs          : dense {mac_dense / 1e9:.2f} -> pruned {mac_pruned / 1e9:.2f}")
 print(f"    warm-up {infer_warmup}, {infer_reps} interleaved reps, median")
-med, cmed = print_times(*time_interleaved({"dense": lambda: infer(dense), "pruned": lambda: infer(pruned)},
+med, cmed = print_times(*time_interleaved({"dense": lambda: infer(dense),
+                                           "pruned": lambda: infer(pruned)},
                                           infer_warmup, infer_reps), base="dense")
 mac_speedup, wall_speedup = mac_dense / mac_pruned, med["dense"] / med["pruned"]
 cpu_speedup = cmed["dense"] / cmed["pruned"]
 print(f"    params ratio (pruned/dense) : {params_ratio:.3f}")
 print(f"    MAC speed-up (dense/pruned) : {mac_speedup:.2f}x")
-print(f"    wall speed-up (dense/pruned): {wall_speedup:.2f}x   (cpu-time speed-up {cpu_speedup:.2f}x)")
+print(f"    wall speed-up (dense/pruned): {wall_speedup:.2f}x   "
+      f"(cpu-time speed-up {cpu_speedup:.2f}x)")
 eff = wall_speedup / mac_speedup
-print(f"    goal wall >= 0.8 x MAC speed-up: efficiency {eff:.2f} -> {'MET' if eff >= 0.8 else 'NOT MET'}")
+print(f"    goal wall >= 0.8 x MAC speed-up: efficiency {eff:.2f} -> "
+      f"{'MET' if eff >= 0.8 else 'NOT MET'}")
 print("=" * 78)

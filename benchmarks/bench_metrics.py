@@ -76,14 +76,15 @@ def main():
     t_fast, m2 = best_of(lambda: ev.sv_metrics(s2, y2), 5)
     same = abs(eer_n - m2["eer"]) < 1e-12 and abs(dcf_n - m2["min_dcf"]) < 1e-12
     print(f"\n{n_small:,} trials, naive loop vs vectorised (results identical: {same})")
-    print(f"  naive per-threshold loop        {t_naive:7.3f} s   EER {100 * eer_n:.4f} %  minDCF {dcf_n:.4f}")
+    print(f"  naive per-threshold loop        {t_naive:7.3f} s   EER {100 * eer_n:.4f} %  "
+          f"minDCF {dcf_n:.4f}")
     print(f"  sv_metrics                      {t_fast * 1e3:7.3f} ms  EER {100 * m2['eer']:.4f} %  "
           f"minDCF {m2['min_dcf']:.4f}")
     print(f"  speed-up on {n_small:,} trials      {t_naive / t_fast:9.0f} x")
     # the naive loop is quadratic: scale it to 10^7 trials for comparison
     t_naive_big = t_naive * (n / n_small) ** 2
-    print(f"  naive extrapolated to {n:,} (x{(n / n_small) ** 2:,.0f}): {t_naive_big / 86400:.1f} days "
-          f"-> ratio to sv_metrics {t_naive_big / t_both:.1e}")
+    print(f"  naive extrapolated to {n:,} (x{(n / n_small) ** 2:,.0f}): "
+          f"{t_naive_big / 86400:.1f} days -> ratio to sv_metrics {t_naive_big / t_both:.1e}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def machine_header(extra: str = "") -> str:
         f"software: python {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), numpy {np.__version__}",
         f"numpy SIMD: {simd_features()}",
-        f"load    : {load} (1/5/15-min load average at start; above {os.cpu_count()} = noisy timings)",
+        f"load    : {load} (1/5/15-min load average at start; "
+        f"above {os.cpu_count()} = noisy timings)",
     ]
     if extra:
         lines.append(extra)
@@ -125,11 +126,14 @@ def macs(config: WavLMConfig, num_samples: int) -> int:
     total += T * E * (E // config.pos_conv_groups) * config.pos_conv_kernel   # positional conv
     for i in range(config.num_layers):
         if config.attention_blocks[i]:
-            hd = len(config.heads[i]) * d                                    # width of the kept heads
-            total += 3 * T * E * hd + T * hd * E                             # q, k, v, out projections
+            # width of the kept heads
+            hd = len(config.heads[i]) * d
+            # q, k, v, out projections
+            total += 3 * T * E * hd + T * hd * E
             total += 2 * T * T * hd                                          # scores + context
             if config.relative_position:
-                total += T * hd * 8                                          # gated bias: Linear(d, 8) per head
+                # gated bias: Linear(d, 8) per head
+                total += T * hd * 8
         if config.ffn_blocks[i]:
             total += 2 * T * E * config.ffn_dims[i]                          # two FFN Linears
     return total
@@ -167,7 +171,8 @@ def set_gates(model: MaskedWavLM, seed: int, keep_scale: float = 1.0):
         att, ffn = layer.attention, layer.feed_forward
         assign(layer.attention_gate, 0 if i in no_att else 1)
         assign(layer.ffn_gate, 0 if i in no_ffn else 1)
-        assign(att.head_gate, max(1, round(att.num_heads * min(1.0, keep_scale * uniform(0.35, 0.75)))))
+        assign(att.head_gate,
+               max(1, round(att.num_heads * min(1.0, keep_scale * uniform(0.35, 0.75)))))
         n = ffn.unit_gate.n
         assign(ffn.unit_gate, max(1, round(n * min(1.0, keep_scale * uniform(0.10, 0.40)))))
 
@@ -183,7 +188,8 @@ def pruned_pair(config: WavLMConfig, sparsity: float = 0.70, seed: int = 0):
     masked = MaskedWavLM(replace(config, prune_units=list(PRUNE_UNITS))).eval()
     dense = MaskedWavLM(replace(config, prune_units=[])).eval()
     # The dense model has the same weights, minus the gate logits.
-    dense.load_state_dict({k: v for k, v in masked.state_dict().items() if not k.endswith("log_alpha")})
+    dense.load_state_dict({k: v for k, v in masked.state_dict().items()
+                           if not k.endswith("log_alpha")})
     lo, hi = 0.2, 3.0
     for _ in range(30):
         mid = (lo + hi) / 2
@@ -192,5 +198,6 @@ def pruned_pair(config: WavLMConfig, sparsity: float = 0.70, seed: int = 0):
         lo, hi = (mid, hi) if ratio < 1 - sparsity else (lo, mid)
     set_gates(masked, seed, (lo + hi) / 2)
     pruned = masked.prune().eval()
-    assert pruned.num_params() == int(masked.expected_num_params().item()), "expected size != pruned size"
+    assert pruned.num_params() == int(masked.expected_num_params().item()), \
+        "expected size != pruned size"
     return dense, masked, pruned

@@ -41,8 +41,8 @@ sv_root = os.path.dirname(data.prepare_data("toy").eval_root)
 cm_root = os.path.dirname(os.path.dirname(data.prepare_data("toy_spoof").train_items[0][0]))
 # What makes the recipes' real-data settings affordable on a CPU; everything else (lr,
 # sparsity warm-up in epochs, schedule, settle share) is the paper recipe's default.
-common = ["--ssl", "tiny", "--batch-size", "16", "--crop-seconds", "2", "--eval-every", "0", "--no-progress",
-          "--num-workers", "0", "--threads", "1"]
+common = ["--ssl", "tiny", "--batch-size", "16", "--crop-seconds", "2", "--eval-every", "0",
+          "--no-progress", "--num-workers", "0", "--threads", "1"]
 targets = [float(t) for t in args.targets.split(",")]
 grid = [("vox1", sv_root, t, int(n)) for n in args.steps.split(",") for t in targets]
 grid += [("asvspoof5", cm_root, t, int(n)) for n in args.cm_steps.split(",") for t in targets]
@@ -73,16 +73,19 @@ t0 = time.time()
 with ThreadPoolExecutor(args.jobs) as pool:
     results = list(pool.map(run, grid))
 print(f"\n{len(grid)} runs in {time.time() - t0:.0f} s (runs already in {args.out} are reused)\n")
-print("| recipe | target | steps | warm-up steps | settle from | game | exported | exported - target | test EER |")
+print("| recipe | target | steps | warm-up steps | settle from | game | exported "
+      "| exported - target | test EER |")
 print("|---|---|---|---|---|---|---|---|---|")
 worst = 0.0
 for (name, _, target, steps), res, err in results:
     if res is None:
-        print(f"| {name} | {target:g} | {steps} | failed: {err.strip().splitlines()[-1] if err else '?'} |")
+        print(f"| {name} | {target:g} | {steps} | "
+              f"failed: {err.strip().splitlines()[-1] if err else '?'} |")
         continue
     r, c, s = res["report"], res["config"], res["settle"]
     game = f"{s['sparsity_before']:.4f}" if s else "–"
     worst = max(worst, abs(r["sparsity"] - target))
-    print(f"| {name} | {target:g} | {steps} | {c['sparsity_warmup_steps']} | {c['settle_start']} | {game} | "
+    print(f"| {name} | {target:g} | {steps} | {c['sparsity_warmup_steps']} | "
+          f"{c['settle_start']} | {game} | "
           f"{r['sparsity']:.4f} | {r['sparsity'] - target:+.4f} | {100 * r['eer_pruned']:.2f} % |")
 print(f"\nlargest |exported - target|: {worst:.4f} (goal <= 0.005)")

@@ -108,7 +108,8 @@ def main():
         print(f"{name}: {len(spec.train_items)} train files, {spec.num_classes} classes, "
               f"eval sets {sizes} (prepare {t1 - t0:.1f} s)")
         eers = fn(spec)
-        print(f"{name} baseline ({what}): " + ", ".join(f"{k} EER {100 * v:.2f}%" for k, v in eers.items())
+        print(f"{name} baseline ({what}): "
+              + ", ".join(f"{k} EER {100 * v:.2f}%" for k, v in eers.items())
               + f"  ({time.time() - t1:.1f} s)")
 
 

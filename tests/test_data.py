@@ -18,7 +18,8 @@ SR = data.SAMPLE_RATE
 def write(path, seconds=1.0, sr=SR, channels=1, seed=0):
     """A random-noise audio file (wav or flac by extension); returns the samples."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    x = (np.random.default_rng(seed).uniform(-0.5, 0.5, (int(seconds * sr), channels))).astype(np.float32)
+    x = (np.random.default_rng(seed)
+         .uniform(-0.5, 0.5, (int(seconds * sr), channels))).astype(np.float32)
     sf.write(path, x, sr, subtype="PCM_16")
     return sf.read(path, dtype="float32", always_2d=True)[0]
 
@@ -103,7 +104,8 @@ def test_trial_naming_missing_file(tmp_path):
     vox1_tree(str(tmp_path))
     with open(tmp_path / "veri_test2.txt", "a") as fh:
         fh.write("0 id10270/vidA/00001.wav id10271/vidZ/00009.wav\n")
-    with pytest.raises(FileNotFoundError, match=r"veri_test2.txt:4: trial names id10271/vidZ/00009.wav"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"veri_test2.txt:4: trial names id10271/vidZ/00009.wav"):
         data.load_vox1(str(tmp_path))
 
 
@@ -173,7 +175,8 @@ def asv5_tree(root, with_eval=True):
             fid = f"{p}_{k:010d}"
             write(os.path.join(root, folder, fid + ".flac"), 0.2, seed=k)
             label = "bonafide" if key == "bonafide" else attack
-            lines.append(f"{p}_0001 {fid} F - - - {'-' if key == 'bonafide' else 'AC1'} {label} {key} -")
+            lines.append(f"{p}_0001 {fid} F - - - {'-' if key == 'bonafide' else 'AC1'} "
+                         f"{label} {key} -")
         with open(os.path.join(root, proto), "w") as fh:
             fh.write("\n".join(lines) + "\n")
 
@@ -208,7 +211,8 @@ def test_asvspoof5_errors(tmp_path):
     proto = tmp_path / "ASVspoof5.dev.track_1.tsv"
     good = proto.read_text()
     proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof\n")      # 9 columns
-    with pytest.raises(ValueError, match=r"ASVspoof5.dev.track_1.tsv:3: expected 10 \(ASVspoof5\) columns, got 9"):
+    with pytest.raises(ValueError, match=r"ASVspoof5.dev.track_1.tsv:3: "
+                                         r"expected 10 \(ASVspoof5\) columns, got 9"):
         data.prepare_data("asvspoof5", str(tmp_path))
     proto.write_text(good + "D_0001 D_0000000009 F - - - AC1 A01 spoof - x\n")  # 11 columns
     with pytest.raises(ValueError, match=r":3: expected 10 \(ASVspoof5\) columns, got 11"):
@@ -230,7 +234,8 @@ def asv19_tree(root):
     os.makedirs(pdir)
     for split, tag, rows in (("train", "trn", [("-", "bonafide"), ("A01", "spoof")]),
                              ("dev", "trl", [("-", "bonafide"), ("A02", "spoof")]),
-                             ("eval", "trl", [("-", "bonafide"), ("A07", "spoof"), ("A01", "spoof")])):
+                             ("eval", "trl", [("-", "bonafide"), ("A07", "spoof"),
+                                              ("A01", "spoof")])):
         lines = []
         for k, (attack, key) in enumerate(rows):
             fid = f"LA_{split[0].upper()}_{k:07d}"
@@ -249,7 +254,8 @@ def test_asvspoof2019_layout_and_bad_line(tmp_path):
     assert spec.eval_names() == ["dev", "eval", "eval_unseen"]
     proto = tmp_path / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt"
     proto.write_text("LA_0079 LA_T_0000000 - - bonafide\nLA_0079 LA_T_0000001 A01 spoof\n")
-    with pytest.raises(ValueError, match=r"train.trn.txt:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
+    with pytest.raises(ValueError,
+                       match=r"train.trn.txt:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
         data.prepare_data("asvspoof2019", str(tmp_path))
 
 
@@ -415,19 +421,21 @@ def test_check_files_names_bad_files_in_a_vox1_tree(tmp_path, capsys):
     vox1_tree(str(tmp_path / "vox1"))
     spec = data.load_vox1(str(tmp_path / "vox1"))
     wav = tmp_path / "vox1" / "wav"
-    corrupt, short, narrow = plant_bad_files([str(wav / "id10001/vidA/00001.wav"),         # training
-                                              str(wav / "id10270/vidA/00001.wav"),         # a trial
-                                              str(wav / "id10002/vidB/00002.wav")])        # training
+    corrupt, short, narrow = plant_bad_files([str(wav / "id10001/vidA/00001.wav"),        # training
+                                              str(wav / "id10270/vidA/00001.wav"),        # a trial
+                                              str(wav / "id10002/vidB/00002.wav")])       # training
     with pytest.raises(ValueError) as e:
         data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"))
     msg = str(e.value)
     assert corrupt in msg and short in msg and "--skip-bad-files" in msg
     assert "shorter than 0.5 s" in msg and narrow not in msg          # 8 kHz is only resampled
-    kept, summary = data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"), skip_bad_files=True)
+    kept, summary = data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"),
+                                     skip_bad_files=True)
     out = capsys.readouterr().out
     assert "1 file(s) at 8000 Hz" in out and summary["resampled"] == {"8000": 1}
     assert sorted(summary["skipped"]) == sorted([corrupt, short])
-    assert corrupt not in {p for p, _ in kept.train_items} and narrow in {p for p, _ in kept.train_items}
+    assert (corrupt not in {p for p, _ in kept.train_items}
+            and narrow in {p for p, _ in kept.train_items})
     # the trials that name the short file are gone, the rest keep their line numbers
     assert len(kept.trials["vox1_o"]) == 1 and kept.trials["vox1_o"].line_numbers == [3]
 
@@ -444,12 +452,14 @@ def test_check_files_in_an_asvspoof5_tree_and_the_cache(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as e:
         data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"))
     assert corrupt in str(e.value) and short in str(e.value)
-    kept, summary = data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"), skip_bad_files=True)
+    kept, summary = data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"),
+                                     skip_bad_files=True)
     assert [p for p, _ in kept.dev_items] == [p for p, _ in spec.dev_items if p != corrupt]
-    assert short not in [p for p, _ in kept.eval_items] and len(kept.eval_attacks) == len(kept.eval_items)
+    assert (short not in [p for p, _ in kept.eval_items]
+            and len(kept.eval_attacks) == len(kept.eval_items))
     # training files under 0.5 s are left out by rule: only the 1-s file and the 8-kHz one remain
-    assert sorted(p for p, _ in kept.train_items) == sorted([str(tmp_path / "asv5/flac_T/T_0000000000.flac"),
-                                                             narrow])
+    assert sorted(p for p, _ in kept.train_items) == sorted(
+        [str(tmp_path / "asv5/flac_T/T_0000000000.flac"), narrow])
     # A second check reads no header again; a changed file is read again.
     calls = []
     monkeypatch.setattr(data, "_probe", lambda p: calls.append(p) or (0, 0, 16000, 16000, ""))

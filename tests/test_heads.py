@@ -38,7 +38,8 @@ def test_mhfa_parameter_count():
     n = sum(p.numel() for p in heads.MHFA(13, 768).parameters())
     assert n == mhfa_param_formula(13, 768, 128, 32, 256) == 1_249_850
     assert 1.2e6 <= n <= 1.3e6  # "about 1.25 M" for WavLM Base
-    n = sum(p.numel() for p in heads.MHFA(25, 1024, compression_dim=64, num_heads=8, embed_dim=192).parameters())
+    n = sum(p.numel() for p in heads.MHFA(25, 1024, compression_dim=64, num_heads=8,
+                                          embed_dim=192).parameters())
     assert n == mhfa_param_formula(25, 1024, 64, 8, 192)
 
 
@@ -136,7 +137,8 @@ def test_aam_target_logit_is_s_cos_theta_plus_m(easy):
     aam = heads.AAMSoftmax(16, N, scale=s, margin=m, easy_margin=easy)
     thetas = np.linspace(0.05, math.pi - 0.05, 40)  # covers theta + m > pi; avoids pi/2 exactly
     y = torch.arange(40) % N
-    x = torch.cat([embeddings_at_angles(aam.weight[y[i]].detach(), [t], seed=i) for i, t in enumerate(thetas)])
+    x = torch.cat([embeddings_at_angles(aam.weight[y[i]].detach(), [t], seed=i)
+                   for i, t in enumerate(thetas)])
     logits = aam.logits(x, y).double()
     cos = direct_cos(x, aam.weight.detach(), N, 1)  # (B, N)
     for i, th in enumerate(thetas):
@@ -232,9 +234,11 @@ def test_logits_to_llr_removes_the_training_prior():
     log_pb, log_ps = rng.normal(size=50), rng.normal(size=50)
     for prior in (0.05, 0.5, 0.9):
         const = rng.normal(size=50) * 10
-        z = np.stack([log_ps + math.log(1 - prior), log_pb + math.log(prior)], axis=1) + const[:, None]
+        z = np.stack([log_ps + math.log(1 - prior), log_pb + math.log(prior)],
+                     axis=1) + const[:, None]
         assert np.allclose(heads.logits_to_llr(z, prior), log_pb - log_ps, atol=1e-10)
         zt = torch.from_numpy(z)
-        assert torch.allclose(heads.logits_to_llr(zt, prior), torch.from_numpy(log_pb - log_ps), atol=1e-10)
+        assert torch.allclose(heads.logits_to_llr(zt, prior), torch.from_numpy(log_pb - log_ps),
+                              atol=1e-10)
     with pytest.raises(ValueError):
         heads.logits_to_llr(z, 1.0)

@@ -22,7 +22,8 @@ def brute_points(s, y):
     cands = np.concatenate(([-np.inf], u, (u[1:] + u[:-1]) / 2, [np.inf]))
     cands.sort(kind="stable")
     tar, non = s[y], s[~y]
-    return [(np.count_nonzero(tar < t) / tar.size, np.count_nonzero(non >= t) / non.size, t) for t in cands]
+    return [(np.count_nonzero(tar < t) / tar.size, np.count_nonzero(non >= t) / non.size, t)
+            for t in cands]
 
 
 def brute_eer_interp(s, y):
@@ -109,7 +110,8 @@ COSTS = [ev.VOXCELEB, ev.ASVSPOOF5, ev.CostModel(0.3, 2.0, 0.5)]
 def test_metrics_match_brute_force(k):
     s, y = CASES[k]
     assert ev.compute_eer(s, y)[0] == pytest.approx(brute_eer_interp(s, y), abs=1e-12)
-    assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(brute_eer_asvspoof5(s, y), abs=1e-12)
+    assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
+        brute_eer_asvspoof5(s, y), abs=1e-12)
     for c in COSTS:
         assert ev.compute_min_dcf(s, y, *c)[0] == pytest.approx(brute_min_dcf(s, y, *c), abs=1e-12)
         assert ev.compute_act_dcf(s, y, *c) == pytest.approx(brute_act_dcf(s, y, *c), abs=1e-12)
@@ -124,7 +126,8 @@ def test_eer_bounds_and_thresholds(k):
     s, y = CASES[k]
     pts = brute_points(s, y)
     eer, _ = ev.compute_eer(s, y)
-    assert max(min(pm, pf) for pm, pf, _ in pts) - 1e-12 <= eer <= min(max(pm, pf) for pm, pf, _ in pts) + 1e-12
+    assert (max(min(pm, pf) for pm, pf, _ in pts) - 1e-12
+            <= eer <= min(max(pm, pf) for pm, pf, _ in pts) + 1e-12)
     for c in COSTS:
         dcf, t = ev.compute_min_dcf(s, y, *c)
         pm, pf = np.mean(s[y] < t), np.mean(s[~y] >= t)
@@ -147,8 +150,10 @@ def test_hypothesis_tied_integer_scores(pairs):
             ev.compute_eer(s, y)
         return
     assert ev.compute_eer(s, y)[0] == pytest.approx(brute_eer_interp(s, y), abs=1e-12)
-    assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(brute_eer_asvspoof5(s, y), abs=1e-12)
-    assert ev.compute_min_dcf(s, y, *ev.VOXCELEB)[0] == pytest.approx(brute_min_dcf(s, y, *ev.VOXCELEB), abs=1e-12)
+    assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
+        brute_eer_asvspoof5(s, y), abs=1e-12)
+    assert ev.compute_min_dcf(s, y, *ev.VOXCELEB)[0] == pytest.approx(
+        brute_min_dcf(s, y, *ev.VOXCELEB), abs=1e-12)
 
 
 def test_asvspoof5_mode_equals_per_trial_walk_without_ties():
@@ -159,10 +164,12 @@ def test_asvspoof5_mode_equals_per_trial_walk_without_ties():
         y[:2] = [True, False]
         s = rng.standard_normal(n) + 1.5 * y
         assert len(np.unique(s)) == n
-        assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(per_trial_asvspoof5_eer(s, y), abs=1e-12)
+        assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
+            per_trial_asvspoof5_eer(s, y), abs=1e-12)
 
 
-@pytest.mark.parametrize("f", [lambda x: 3 * x + 1, lambda x: x ** 3, lambda x: np.exp(x / 4), lambda x: -1 / (x + 10)])
+@pytest.mark.parametrize("f", [lambda x: 3 * x + 1, lambda x: x ** 3, lambda x: np.exp(x / 4),
+                               lambda x: -1 / (x + 10)])
 def test_invariance_under_increasing_transforms(f):
     rng = np.random.default_rng(2)
     for _ in range(20):
@@ -173,7 +180,8 @@ def test_invariance_under_increasing_transforms(f):
         if rng.random() < 0.5:
             s = s + rng.standard_normal(n)
         assert ev.compute_eer(f(s), y)[0] == ev.compute_eer(s, y)[0]
-        assert ev.compute_eer(f(s), y, mode="asvspoof5")[0] == ev.compute_eer(s, y, mode="asvspoof5")[0]
+        assert (ev.compute_eer(f(s), y, mode="asvspoof5")[0]
+                == ev.compute_eer(s, y, mode="asvspoof5")[0])
         for c in COSTS:
             assert ev.compute_min_dcf(f(s), y, *c)[0] == ev.compute_min_dcf(s, y, *c)[0]
 
@@ -206,7 +214,8 @@ def test_act_dcf_decides_ties_at_the_bayes_threshold_as_accept():
         y = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
         assert ev.compute_act_dcf(llr, y, *c) == pytest.approx(brute_act_dcf(llr, y, *c), abs=1e-12)
         assert ev.compute_act_dcf(llr, y, *c) == pytest.approx(
-            c.c_fa * (1 - c.p_target) * (2 / 3) / min(c.c_miss * c.p_target, c.c_fa * (1 - c.p_target)))
+            c.c_fa * (1 - c.p_target) * (2 / 3)
+            / min(c.c_miss * c.p_target, c.c_fa * (1 - c.p_target)))
 
 
 def test_act_dcf_at_least_min_dcf():
@@ -268,7 +277,8 @@ def test_read_trials_and_errors(tmp_path):
     """data.read_trials is the one trial-list reader (training, evaluation and the CLI)."""
     p = write(tmp_path, "t.txt", "1 a/1.wav b/1.wav\n0 a/1.wav c/1.wav\n\n1 c/1.wav c/2.wav\n")
     t = data.read_trials(p)
-    assert list(t) == [(1, "a/1.wav", "b/1.wav"), (0, "a/1.wav", "c/1.wav"), (1, "c/1.wav", "c/2.wav")]
+    assert list(t) == [(1, "a/1.wav", "b/1.wav"), (0, "a/1.wav", "c/1.wav"),
+                       (1, "c/1.wav", "c/2.wav")]
     assert t.line_numbers == [1, 2, 4]
     with pytest.raises(ValueError, match=r"t2\.txt:3:"):
         data.read_trials(write(tmp_path, "t2.txt", "1 a b\n0 a c\n1 a\n"))
@@ -306,21 +316,26 @@ def test_asvspoof_protocol_and_cm_scores(tmp_path):
     proto = write(tmp_path, "p.tsv",
                   "T_0000 T_0000000001 F - - - AC2 A02 spoof -\n"
                   "T_0001 T_0000000002 M - - - - bonafide bonafide -\n")
-    assert data.read_protocol(proto) == [("T_0000000001", 0, "A02", 1), ("T_0000000002", 1, "bonafide", 2)]
-    la = write(tmp_path, "la.txt", "LA_0079 LA_T_1138215 - - bonafide\nLA_0079 LA_T_1138216 - A07 spoof\n")
+    assert data.read_protocol(proto) == [("T_0000000001", 0, "A02", 1),
+                                         ("T_0000000002", 1, "bonafide", 2)]
+    la = write(tmp_path, "la.txt", "LA_0079 LA_T_1138215 - - bonafide\n"
+                                   "LA_0079 LA_T_1138216 - A07 spoof\n")
     assert [(e.file, e.label, e.attack) for e in data.read_protocol(la)] == [
         ("LA_T_1138215", 1, "bonafide"), ("LA_T_1138216", 0, "A07")]
-    with pytest.raises(ValueError, match=r"p2\.tsv:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
+    with pytest.raises(ValueError,
+                       match=r"p2\.tsv:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
         data.read_protocol(write(tmp_path, "p2.tsv", "T_0 f1 - - spoof\nT_0 f2 - -\n"))
     with pytest.raises(ValueError, match=r"p3\.tsv:2: file f1 repeats line 1"):
         data.read_protocol(write(tmp_path, "p3.tsv", "T_0 f1 - - spoof\nT_0 f1 - - bonafide\n"))
     with pytest.raises(ValueError, match=r"p4\.tsv:1: key \(column 5\) must be bonafide or spoof"):
         data.read_protocol(write(tmp_path, "p4.tsv", "T_0 f1 - - fake\n"))
     with pytest.raises(ValueError, match=r"p5\.tsv:2: expected 10 \(ASVspoof5\) columns, got 5"):
-        data.read_protocol(write(tmp_path, "p5.tsv", "T_0000 T_1 F - - - AC2 A02 spoof -\nLA_0 LA_1 - - spoof\n"))
+        data.read_protocol(write(tmp_path, "p5.tsv", "T_0000 T_1 F - - - AC2 A02 spoof -\n"
+                                                     "LA_0 LA_1 - - spoof\n"))
     with pytest.raises(ValueError, match=r"p6\.tsv: no entries"):
         data.read_protocol(write(tmp_path, "p6.tsv", ""))
-    sc = write(tmp_path, "cm.txt", "filename\tcm-score\nT_0000000001 -2.5\nT_0000000002 3\nLA_T_1138215 1\n")
+    sc = write(tmp_path, "cm.txt", "filename\tcm-score\nT_0000000001 -2.5\n"
+                                   "T_0000000002 3\nLA_T_1138215 1\n")
     assert ev.read_cm_scores(sc) == {"T_0000000001": -2.5, "T_0000000002": 3.0, "LA_T_1138215": 1.0}
     with pytest.raises(ValueError, match=r":3: duplicate score for f1 \(first on line 1\)"):
         ev.read_cm_scores(write(tmp_path, "cm2.txt", "f1 1\nf2 2\nf1 3\n"))
@@ -399,8 +414,10 @@ def test_cli_sv_and_cm(tmp_path, capsys):
     assert f"{100 * ev.compute_eer(s, y)[0]:8.3f} %" in out and "minDCF" in out
     assert det.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    proto = write(tmp_path, "p.tsv", "T_0 f1 F - - - - bonafide bonafide -\nT_0 f2 F - - - AC1 A01 spoof -\n"
-                                     "T_1 f3 M - - - - bonafide bonafide -\nT_1 f4 M - - - AC1 A02 spoof -\n")
+    proto = write(tmp_path, "p.tsv", "T_0 f1 F - - - - bonafide bonafide -\n"
+                                     "T_0 f2 F - - - AC1 A01 spoof -\n"
+                                     "T_1 f3 M - - - - bonafide bonafide -\n"
+                                     "T_1 f4 M - - - AC1 A02 spoof -\n")
     cm = write(tmp_path, "cm.txt", "f1 2.0\nf2 -1.0\nf3 -0.5\nf4 0.3\n")
     assert ev.main(["--task", "cm", "--scores", str(cm), "--protocol", str(proto)]) == 0
     out = capsys.readouterr().out

@@ -73,7 +73,8 @@ def test_removing_blocks_and_last_conv_channels():
         masked, pruned, frames, pruned_model = masked_and_pruned_outputs(model, x, lengths)
         assert_close(masked, pruned, frames)
         cfg = pruned_model.config
-        assert cfg.attention_blocks[0] is False and cfg.ffn_blocks[2] is False and cfg.heads[1] == []
+        assert (cfg.attention_blocks[0] is False and cfg.ffn_blocks[2] is False
+                and cfg.heads[1] == [])
         assert cfg.conv_layers[-1][0] <= 24
         assert pruned_model.encoder.rel_attn_embed is not None
         assert int(model.expected_num_params().item()) == pruned_model.num_params()

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LIBRARY = sorted(p.stem for p in ROOT.glob("*.py"))                  # the flat library + the scripts
+# the flat library + the scripts
+LIBRARY = sorted(p.stem for p in ROOT.glob("*.py"))
 SCRIPTS = sorted(ROOT.glob("benchmarks/*.py"))
 
 
@@ -83,7 +84,8 @@ def test_benchmarks_do_not_import_tests():
 def test_importing_the_library_never_loads_train():
     """The static check above, confirmed by Python itself in a fresh interpreter."""
     modules = [m for m in LIBRARY if m not in ("train",)]
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + "".join(f"import {m}\n" for m in modules) \
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" \
+        + "".join(f"import {m}\n" for m in modules) \
         + "print('train' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -95,12 +97,14 @@ CITED_DOC = re.compile(r"\b((?:docs|notebooks|benchmarks|tests)/[\w./-]+\.(?:md|
 
 
 def test_every_cited_document_is_in_the_repository():
-    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".ipynb") and ".git" not in p.parts]
+    files = [p for p in ROOT.rglob("*")
+             if p.suffix in (".py", ".md", ".ipynb") and ".git" not in p.parts]
     missing = []
     for path in files:
         text = path.read_text(errors="replace")
         if OUTSIDE_NOTES in text:
-            missing.append(f"{path.relative_to(ROOT)} cites {OUTSIDE_NOTES}, which is not in the repository")
+            missing.append(f"{path.relative_to(ROOT)} cites {OUTSIDE_NOTES}, "
+                           f"which is not in the repository")
         for cited in set(CITED_DOC.findall(text)):
             if not (ROOT / cited).exists():
                 missing.append(f"{path.relative_to(ROOT)} cites {cited}")

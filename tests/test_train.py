@@ -22,9 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_run_args(tmp_path, data="toy", out="run", steps=6, extra=()):
-    return ["--data", data, "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache"), "--steps", str(steps),
-            "--batch-size", "2", "--crop-seconds", "0.5", "--out", str(tmp_path / out), "--no-progress",
-            "--num-workers", "0", "--eval-every", "3", "--save-every", "2", "--target", "0.5", *extra]
+    return ["--data", data, "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache"),
+            "--steps", str(steps), "--batch-size", "2", "--crop-seconds", "0.5",
+            "--out", str(tmp_path / out), "--no-progress", "--num-workers", "0",
+            "--eval-every", "3", "--save-every", "2", "--target", "0.5", *extra]
 
 
 @pytest.mark.slow
@@ -36,20 +37,22 @@ def test_end_to_end_toy_run(tmp_path, data, capsys):
                  "training_curves.png", "pruned_structure.png", "det.png"):
         assert (out / name).exists(), name
     saved = json.loads((out / "report.json").read_text())
-    for key in ("params_before", "params_after", "sparsity", "eer_masked", "eer_pruned", "min_dcf_pruned",
-                "speedup", "seconds"):
+    for key in ("params_before", "params_after", "sparsity", "eer_masked", "eer_pruned",
+                "min_dcf_pruned", "speedup", "seconds"):
         assert key in saved
     # The sparsity is counted on the exported file's tensors.
     pruned, extra = W.load(out / "pruned_model.pt")
     assert saved["params_after"] == pruned.num_params()
-    assert saved["sparsity"] == pytest.approx(1 - pruned.num_params() / saved["params_before"], abs=1e-12)
+    assert saved["sparsity"] == pytest.approx(1 - pruned.num_params() / saved["params_before"],
+                                              abs=1e-12)
     assert saved["params_before"] == W.MaskedWavLM(W.WavLMConfig.tiny()).num_params()
     # The pruned model scores exactly like the masked one.
     assert saved["max_score_diff"] < 1e-4
     # Identical up to float noise; the EERs agree unless that noise reorders two
     # near-tied trials, which can move the EER by at most one trial's share.
     assert abs(saved["eer_masked"] - saved["eer_pruned"]) <= 1.0 / min(
-        saved["pruned"][saved["test_set"]]["n_target"], saved["pruned"][saved["test_set"]]["n_nontarget"])
+        saved["pruned"][saved["test_set"]]["n_target"],
+        saved["pruned"][saved["test_set"]]["n_nontarget"])
     # The saved classifier reloads without the original checkpoint.
     model, extra = classifier.load_classifier(out / "pruned_model.pt")
     assert model.task == extra["task"] == ("sv" if data == "toy" else "cm")
@@ -59,8 +62,9 @@ def test_end_to_end_toy_run(tmp_path, data, capsys):
     assert report["sparsity"] == saved["sparsity"]
     # evaluate.py --checkpoint embeds the test audio again and gets the same EER.
     capsys.readouterr()
-    assert evaluate.main(["--checkpoint", str(out / "pruned_model.pt"), "--data", data, "--toy-size", "tiny",
-                          "--cache-dir", str(tmp_path / "cache"), "--det", str(tmp_path / "det.png")]) == 0
+    assert evaluate.main(["--checkpoint", str(out / "pruned_model.pt"), "--data", data,
+                          "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache"),
+                          "--det", str(tmp_path / "det.png")]) == 0
     printed = capsys.readouterr().out
     test_set = saved["test_set"]
     assert f"{test_set}:" in printed and (tmp_path / "det.png").exists()
@@ -70,7 +74,8 @@ def test_end_to_end_toy_run(tmp_path, data, capsys):
 def test_target_schedule_values():
     assert train.target_at(0, 100, 0.7) == 0.0
     assert train.target_at(50, 100, 0.7) == pytest.approx(0.35)
-    assert train.target_at(25, 100, 0.7, "cosine") == pytest.approx(0.7 * (1 - math.cos(math.pi / 4)) / 2)
+    assert train.target_at(25, 100, 0.7, "cosine") == pytest.approx(
+        0.7 * (1 - math.cos(math.pi / 4)) / 2)
     assert train.target_at(50, 100, 0.7, "cosine") == pytest.approx(0.35)
     assert train.target_at(100, 100, 0.7) == 0.7 and train.target_at(500, 100, 0.7, "cosine") == 0.7
     assert train.target_at(0, 0, 0.7) == 0.7
@@ -94,9 +99,9 @@ def test_lagrangian_pushes_towards_sparsity_when_below_target():
         lambda_opt.step(); gate_opt.step()
         with torch.no_grad():
             lambdas[0].clamp_(min=0.0)
-    assert lambdas[0].item() > 0 and lambdas[1].item() > 0        # the price of missing sparsity rose
+    assert lambdas[0].item() > 0 and lambdas[1].item() > 0      # the price of missing sparsity rose
     _, s_end = train.lagrangian(ssl.expected_num_params(), params0, 0.7, lambdas)
-    assert s_end.item() > s_start + 0.01                          # and the gates closed
+    assert s_end.item() > s_start + 0.01                        # and the gates closed
 
 
 def final_weights(path):
@@ -130,11 +135,13 @@ def test_resume_gives_identical_weights(tmp_path, monkeypatch):
     # step 5 is lost as in a real crash, and redone after the resume.
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 4
     train.main(small_run_args(tmp_path, out="cut", steps=8, extra=["--resume"]))
-    a, b = final_weights(tmp_path / "full" / "checkpoint.pt"), final_weights(tmp_path / "cut" / "checkpoint.pt")
+    a, b = (final_weights(tmp_path / "full" / "checkpoint.pt"),
+            final_weights(tmp_path / "cut" / "checkpoint.pt"))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(l)["step"]
+             for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
              if "task_loss" in l]
     assert steps == list(range(1, 9))                  # one line per step, none twice
     full = json.loads((tmp_path / "full" / "report.json").read_text())
@@ -186,8 +193,9 @@ def test_argument_errors(argv, message, capsys):
 
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           os.path.join(ROOT, "train.py"), *small_run_args(tmp_path, steps=4, extra=["--device", "cpu"])]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29517", os.path.join(ROOT, "train.py"),
+           *small_run_args(tmp_path, steps=4, extra=["--device", "cpu"])]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -210,7 +218,8 @@ def interrupt_at_step(args, out, signum, min_step=3, timeout=300):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log, t0 = out / "log.jsonl", time.time()
     while time.time() - t0 < timeout and proc.poll() is None:
-        if log.exists() and sum('"task_loss"' in line for line in log.read_text().splitlines()) >= min_step:
+        if log.exists() and sum('"task_loss"' in line
+                                for line in log.read_text().splitlines()) >= min_step:
             proc.send_signal(signum)
             break
         time.sleep(0.05)
@@ -223,7 +232,8 @@ def interrupt_at_step(args, out, signum, min_step=3, timeout=300):
 def test_signal_checkpoints_and_resume_gives_identical_weights(tmp_path, signum, code):
     """Ctrl-C (or a scheduler's SIGTERM) before any periodic checkpoint loses nothing."""
     steps = 12
-    cut = small_run_args(tmp_path, out="cut", steps=steps, extra=["--save-every", "100", "--eval-every", "0"])
+    cut = small_run_args(tmp_path, out="cut", steps=steps,
+                         extra=["--save-every", "100", "--eval-every", "0"])
     rc, err = interrupt_at_step(cut, tmp_path / "cut", signum)
     assert rc == code, err[-3000:]
     assert "Traceback" not in err and "--resume" in err
@@ -231,20 +241,25 @@ def test_signal_checkpoints_and_resume_gives_identical_weights(tmp_path, signum,
     assert 3 <= saved["step"] < steps
     assert saved["attempts"][-1]["ended"] == f"stopped by {signal.Signals(signum).name}"
     train.main(cut + ["--resume"])
-    train.main(small_run_args(tmp_path, out="full", steps=steps, extra=["--save-every", "100", "--eval-every", "0"]))
-    a, b = final_weights(tmp_path / "full" / "checkpoint.pt"), final_weights(tmp_path / "cut" / "checkpoint.pt")
+    train.main(small_run_args(tmp_path, out="full", steps=steps,
+                              extra=["--save-every", "100", "--eval-every", "0"]))
+    a, b = (final_weights(tmp_path / "full" / "checkpoint.pt"),
+            final_weights(tmp_path / "cut" / "checkpoint.pt"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    steps_logged = [json.loads(l)["step"] for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+    steps_logged = [json.loads(l)["step"]
+                    for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
                     if "task_loss" in l]
     assert steps_logged == list(range(1, steps + 1))
     report = json.loads((tmp_path / "cut" / "report.json").read_text())
     assert len(report["attempts"]) == 2 and report["attempts"][1]["ended"] == "finished"
-    assert report["seconds"] == pytest.approx(sum(a["seconds"] for a in report["attempts"]), abs=0.02)
+    assert report["seconds"] == pytest.approx(sum(a["seconds"] for a in report["attempts"]),
+                                              abs=0.02)
 
 
 @pytest.mark.slow
-def test_rerun_after_crash_without_checkpoint_keeps_one_line_per_step(tmp_path, monkeypatch, capsys):
+def test_rerun_after_crash_without_checkpoint_keeps_one_line_per_step(tmp_path, monkeypatch,
+                                                                        capsys):
     args = small_run_args(tmp_path, steps=6, extra=["--save-every", "100", "--eval-every", "0"])
     with monkeypatch.context() as m:
         crash_after(m, 2)
@@ -253,7 +268,8 @@ def test_rerun_after_crash_without_checkpoint_keeps_one_line_per_step(tmp_path, 
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     train.main(args)                                       # the same command again
     assert "starting over" in capsys.readouterr().out
-    steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(l)["step"]
+             for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
              if "task_loss" in l]
     assert steps == list(range(1, 7))
     assert (tmp_path / "run" / "log.previous.jsonl").exists()
@@ -275,7 +291,8 @@ def test_resume_of_a_finished_run_changes_nothing_unless_re_exported(tmp_path, c
 
 
 def test_a_batch_larger_than_the_training_set_stops_at_start(tmp_path, capsys):
-    args = small_run_args(tmp_path, extra=["--batch-size", "64"])      # the tiny corpus has 12 files
+    # the tiny corpus has 12 files
+    args = small_run_args(tmp_path, extra=["--batch-size", "64"])
     t0 = time.time()
     err = exits_with(capsys, 2, train.main, args)
     assert time.time() - t0 < 60
@@ -285,13 +302,16 @@ def test_a_batch_larger_than_the_training_set_stops_at_start(tmp_path, capsys):
 
 def test_user_errors_are_one_line_without_traceback_or_folder(tmp_path, capsys):
     out = ["--out", str(tmp_path / "run"), "--steps", "2", "--no-progress", "--ssl", "tiny"]
-    err = exits_with(capsys, 2, train.main, ["--data", "vox1", "--data-root", str(tmp_path / "missing"), *out])
+    err = exits_with(capsys, 2, train.main,
+                     ["--data", "vox1", "--data-root", str(tmp_path / "missing"), *out])
     assert "--data-root" in err and "no such folder" in err
     (tmp_path / "empty1").mkdir()
-    err = exits_with(capsys, 2, train.main, ["--data", "vox1", "--data-root", str(tmp_path / "empty1"), *out])
+    err = exits_with(capsys, 2, train.main,
+                     ["--data", "vox1", "--data-root", str(tmp_path / "empty1"), *out])
     assert "folder not found" in err and "wav" in err
     (tmp_path / "empty5").mkdir()
-    err = exits_with(capsys, 2, train.main, ["--data", "asvspoof5", "--data-root", str(tmp_path / "empty5"), *out])
+    err = exits_with(capsys, 2, train.main,
+                     ["--data", "asvspoof5", "--data-root", str(tmp_path / "empty5"), *out])
     for name in ("ASVspoof5.train.tsv", "ASVspoof5.dev.track_1.tsv"):
         assert name in err                                 # every missing protocol, at once
     junk = tmp_path / "junk.pt"
@@ -317,9 +337,9 @@ def test_bad_audio_is_named_before_training(tmp_path, capsys):
     sf.write(short, np.zeros(1600, dtype=np.float32), 16000)
     narrow = str(root / os.path.relpath(spec.train_items[1][0], os.path.dirname(spec.eval_root)))
     sf.write(narrow, np.random.default_rng(0).uniform(-0.3, 0.3, 8000).astype(np.float32), 8000)
-    args = ["--data", "vox1", "--data-root", str(root), "--ssl", "tiny", "--steps", "2", "--batch-size", "2",
-            "--crop-seconds", "0.5", "--out", str(tmp_path / "run"), "--no-progress", "--num-workers", "0",
-            "--cache-dir", str(tmp_path / "cache")]
+    args = ["--data", "vox1", "--data-root", str(root), "--ssl", "tiny", "--steps", "2",
+            "--batch-size", "2", "--crop-seconds", "0.5", "--out", str(tmp_path / "run"),
+            "--no-progress", "--num-workers", "0", "--cache-dir", str(tmp_path / "cache")]
     err = exits_with(capsys, 2, train.main, args)
     assert corrupt in err and short in err and "--skip-bad-files" in err
     assert not (tmp_path / "run").exists()

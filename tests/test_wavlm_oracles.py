@@ -40,7 +40,8 @@ def test_matches_torchaudio(cfg, tmp_path):
         # torchaudio's extract_features omits the final encoder LayerNorm of pre-LN models.
         if cfg.layer_norm_first:
             expected[-1] = ref.encoder.transformer.layer_norm(expected[-1])
-        first = ref.encoder.transformer._preprocess(ref.encoder._preprocess(ref.feature_extractor(x, None)[0])[0])
+        first = ref.encoder.transformer._preprocess(
+            ref.encoder._preprocess(ref.feature_extractor(x, None)[0])[0])
     assert len(got) == cfg.num_layers + 1
     assert max_diff(got[0], first) < TOL
     for a, b in zip(got[1:], expected):
@@ -48,10 +49,12 @@ def test_matches_torchaudio(cfg, tmp_path):
 
 
 def hf_config(large: bool, model_type="wavlm"):
-    kw = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, conv_dim=[32] * 7,
-              num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
+    kw = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
+              conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+              hidden_dropout=0.0, attention_dropout=0.0,
               activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
-              feat_extract_norm="layer" if large else "group", do_stable_layer_norm=large, conv_bias=large)
+              feat_extract_norm="layer" if large else "group", do_stable_layer_norm=large,
+              conv_bias=large)
     if model_type == "wavlm":
         return transformers.WavLMConfig(max_bucket_distance=800, **kw)
     return transformers.HubertConfig(**kw)
@@ -87,7 +90,8 @@ def test_matches_transformers_with_padding(large, tmp_path):
     # And without padding (lengths=None): every frame.
     full, none = ours(x[:1])
     assert none is None
-    assert_same_valid_frames(full, hf_outputs(ref, x[:1], torch.tensor([12000])), torch.tensor([full[0].shape[1]]))
+    assert_same_valid_frames(full, hf_outputs(ref, x[:1], torch.tensor([12000])),
+                             torch.tensor([full[0].shape[1]]))
 
 
 def test_matches_hubert(tmp_path):
@@ -106,15 +110,21 @@ def test_matches_hubert(tmp_path):
 HF_TO_UNILM = [
     (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
     (r"feature_extractor\.conv_layers\.0\.layer_norm\.", "GROUP_OR_LAYER_0"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"feature_extractor.conv_layers.\1.2.1."),
+    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.",
+     r"feature_extractor.conv_layers.\1.2.1."),
     (r"feature_projection\.layer_norm\.", "layer_norm."),
     (r"feature_projection\.projection\.", "post_extract_proj."),
-    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", "encoder.pos_conv.0.weight_g"),
-    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", "encoder.pos_conv.0.weight_v"),
+    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0",
+     "encoder.pos_conv.0.weight_g"),
+    (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1",
+     "encoder.pos_conv.0.weight_v"),
     (r"encoder\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
-    (r"encoder\.layers\.0\.attention\.rel_attn_embed\.", "encoder.layers.0.self_attn.relative_attention_bias."),
-    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.", r"encoder.layers.\1.self_attn.grep_linear."),
-    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const", r"encoder.layers.\1.self_attn.grep_a"),
+    (r"encoder\.layers\.0\.attention\.rel_attn_embed\.",
+     "encoder.layers.0.self_attn.relative_attention_bias."),
+    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.",
+     r"encoder.layers.\1.self_attn.grep_linear."),
+    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const",
+     r"encoder.layers.\1.self_attn.grep_a"),
     (r"encoder\.layers\.(\d+)\.attention\.", r"encoder.layers.\1.self_attn."),
     (r"encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
     (r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.", r"encoder.layers.\1.fc1."),
@@ -132,16 +142,19 @@ def test_matches_unilm_checkpoint(large, tmp_path):
         for pattern, repl in HF_TO_UNILM:
             if re.match(pattern, key):
                 if repl == "GROUP_OR_LAYER_0":
-                    repl = "feature_extractor.conv_layers.0.2.1." if large else "feature_extractor.conv_layers.0.2."
+                    repl = ("feature_extractor.conv_layers.0.2.1." if large
+                            else "feature_extractor.conv_layers.0.2.")
                 key = re.sub(pattern, repl, key, count=1)
                 break
         model_sd[key] = value.clone()
     c = ref.config
-    cfg = {"extractor_mode": "layer_norm" if large else "default", "encoder_layers": c.num_hidden_layers,
+    cfg = {"extractor_mode": "layer_norm" if large else "default",
+           "encoder_layers": c.num_hidden_layers,
            "encoder_embed_dim": c.hidden_size, "encoder_ffn_embed_dim": c.intermediate_size,
            "encoder_attention_heads": c.num_attention_heads, "layer_norm_first": large,
-           "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2", "conv_bias": large,
-           "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 320,
+           "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2",
+           "conv_bias": large, "conv_pos": 16, "conv_pos_groups": 4,
+           "relative_position_embedding": True, "num_buckets": 320,
            "max_distance": 800, "gru_rel_pos": True, "normalize": large}
     torch.save({"cfg": cfg, "model": model_sd}, tmp_path / "WavLM-tiny.pt")
     ours = load_pretrained(tmp_path / "WavLM-tiny.pt").eval()
@@ -165,7 +178,8 @@ def test_open_gates_change_nothing(tmp_path):
 
 
 def test_conv_layer_parser_refuses_code():
-    assert parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == W.STANDARD_CONV_LAYERS
+    assert (parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2")
+            == W.STANDARD_CONV_LAYERS)
     with pytest.raises(ValueError, match="unsupported"):
         parse_conv_layers("__import__('os').system('true')")
 
@@ -193,7 +207,8 @@ def test_bad_checkpoints_fail_loudly(tmp_path):
     # Wrong shape: a unilm file whose config claims a bigger FFN than its weights hold.
     hf = transformers.WavLMModel(hf_config(False))
     hf.save_pretrained(tmp_path / "hf")
-    cfg_text = (tmp_path / "hf" / "config.json").read_text().replace('"intermediate_size": 128', '"intermediate_size": 256')
+    cfg_text = (tmp_path / "hf" / "config.json").read_text().replace('"intermediate_size": 128',
+                                                                      '"intermediate_size": 256')
     (tmp_path / "hf" / "config.json").write_text(cfg_text)
     with pytest.raises(ValueError, match="shape mismatches"):
         load_pretrained(tmp_path / "hf")
