@@ -49,6 +49,10 @@ import torch.nn.functional as F
 
 from hardconcrete import HardConcrete
 
+# The library's version: recorded in exported models (export.py) to say which code
+# produced them. Bump it when a change alters what a saved model computes.
+__version__ = "0.1.0"
+
 PRUNE_UNITS = ("conv", "head", "attlayer", "interm", "ffnlayer")
 # The seed paper's initial drop rates: start almost fully "on", except FFN units at 0.5.
 DEFAULT_INIT_DROP_RATES = {"conv": 0.01, "head": 0.01, "attlayer": 0.01, "interm": 0.5, "ffnlayer": 0.01}
