@@ -514,8 +514,11 @@ class Encoder(nn.Module):
         x = self.dropout(x)
         position_bias = None
         if self.rel_attn_embed is not None:
-            buckets = self.bucket_table[relative_offsets(x.shape[1], self.cfg.max_distance, x.device)]  # (T, T)
-            position_bias = self.rel_attn_embed(buckets).permute(2, 0, 1)   # (H_total, T, T)
+            # Look the bias up for the 2 * max_distance + 1 offsets first, then spread it over
+            # the (T, T) pairs: one gather over T^2 instead of two (buckets, then bias).
+            offset_bias = self.rel_attn_embed(self.bucket_table)                   # (2 * max_distance + 1, H_total)
+            offsets = relative_offsets(x.shape[1], self.cfg.max_distance, x.device)  # (T, T)
+            position_bias = F.embedding(offsets, offset_bias).permute(2, 0, 1)     # (H_total, T, T)
         hidden_states = [x]
         for layer in self.layers:
             x = layer(x, position_bias, key_padding)
