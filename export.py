@@ -196,6 +196,40 @@ def verify(model, onnx_path, seconds, min_samples=0) -> dict:
     return {"seconds": list(seconds), "max_abs_diff": worst}
 
 
+def quantize_int8(onnx_path, out_path, verify_model=None, verify_seconds=(1.0, 3.7)) -> dict:
+    """onnxruntime dynamic int8 quantisation of an exported model, with its own sidecar.
+
+    "Dynamic": the weights of every MatMul / Gemm (the projections and FFNs, where most
+    of the parameters and MACs are) are stored as int8 with one scale per tensor, and
+    each activation is quantised on the fly from its observed range; the products run
+    in int8 with int32 accumulation. No calibration data is needed. The convolutions
+    and everything else stay in float. This is NOT exact: the sidecar records the
+    difference to PyTorch, and the EER should be re-measured (evaluate.py --onnx).
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    info = read_sidecar(onnx_path)
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR    # quiet its advice to pre-process (shape inference)
+    try:
+        quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
+    method = "onnxruntime dynamic int8: MatMul/Gemm weights int8 (per tensor), activations quantised at run time"
+    proto = onnx.load(str(out_path))
+    embedded = {p.key: p.value for p in proto.metadata_props}
+    description = {**json.loads(embedded.get(METADATA_KEY, "{}")), "quantization": method,
+                   "source": Path(onnx_path).name}
+    onnx.helper.set_model_props(proto, {**embedded, METADATA_KEY: json.dumps(description, sort_keys=True)})
+    onnx.save(proto, str(out_path))
+    info = {k: v for k, v in info.items() if k not in ("verified", "onnx_sha256", "onnx_bytes")}
+    info.update(quantization=method, source=Path(onnx_path).name)
+    if verify_model is not None and verify_seconds:
+        info["verified"] = verify(verify_model, out_path, verify_seconds, info["min_samples"])
+    return write_sidecar(out_path, info)
+
+
 # -------------------------------------------------------------------------- scoring
 def make_session(onnx_path, threads: int = None):
     """An onnxruntime CPU session. threads: intra-op threads (None: onnxruntime's choice,
@@ -278,6 +312,8 @@ def build_parser():
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--verify-seconds", type=float, nargs="*", default=[1.0, 3.7],
                    help="compare onnxruntime with PyTorch on random waves of these lengths (none: skip)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write <out>.int8.onnx: dynamic int8 quantisation (smaller, not exact)")
     return p
 
 
@@ -303,6 +339,12 @@ def main(argv=None) -> int:
     if "verified" in info:
         v = info["verified"]
         print(f"parity: max |onnxruntime - PyTorch| = {v['max_abs_diff']:.2e} on {v['seconds']} s of noise")
+    if args.int8:
+        q_path = out.with_suffix(".int8.onnx")
+        q = quantize_int8(out, q_path, verify_model=model, verify_seconds=args.verify_seconds)
+        print(f"wrote {q_path} ({q['onnx_bytes'] / 1e6:.1f} MB, dynamic int8) and its sidecar"
+              + (f"; max |int8 - PyTorch| = {q['verified']['max_abs_diff']:.2e} (quantisation error, "
+                 f"re-measure the EER)" if "verified" in q else ""))
     return 0
 
 

@@ -8,9 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -139,9 +137,20 @@ def test_toy_run_export_and_onnx_scoring(tmp_path, data_name, capsys):
     import train
     train.main(small_run_args(tmp_path, data_name))
     ckpt, onnx_path = tmp_path / "run" / "pruned_model.pt", tmp_path / "model.onnx"
-    assert export.main([str(ckpt), "--out", str(onnx_path)]) == 0
+    assert export.main([str(ckpt), "--out", str(onnx_path), "--int8"]) == 0
     info = json.loads((tmp_path / "model.onnx.json").read_text())
     assert info["source"] == "pruned_model.pt" and info["verified"]["max_abs_diff"] <= TOL
+    # The int8 file is a model of its own: its own sidecar, a scorer, and a (small) error.
+    q_info = json.loads((tmp_path / "model.int8.onnx.json").read_text())
+    assert q_info["source"] == "model.onnx" and "int8" in q_info["quantization"]
+    assert q_info["onnx_bytes"] < info["onnx_bytes"]
+    q_fn, _ = export.onnx_scorer(tmp_path / "model.int8.onnx")
+    fp_fn, _ = export.onnx_scorer(onnx_path)
+    wave = torch.randn(1, 40000)
+    a, b = q_fn(wave), fp_fn(wave)
+    assert a.shape == b.shape and torch.isfinite(a).all()
+    if data_name == "toy":                          # embeddings: the direction is what cosine scoring uses
+        assert torch.nn.functional.cosine_similarity(a, b, dim=0).item() > 0.95
     common = ["--data", data_name, "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache")]
     capsys.readouterr()
     assert evaluate.main(["--checkpoint", str(ckpt), *common]) == 0
