@@ -573,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Checkpoint mode: embed a dataset's test audio with a trained model, then score it.
     p.add_argument("--checkpoint", help="pruned_model.pt written by train.py (instead of --scores)")
     p.add_argument("--onnx", help="model.onnx written by export.py: like --checkpoint, scored with onnxruntime")
-    p.add_argument("--threads", type=int, default=None, help="--onnx: onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="compute threads of PyTorch (--checkpoint) or onnxruntime (--onnx); default: one per core")
     p.add_argument("--data", help="checkpoint mode: toy, toy_spoof, vox1, vox2, asvspoof5, asvspoof2019")
     p.add_argument("--data-root", help="checkpoint mode: the dataset folder")
     p.add_argument("--vox1-root", help="checkpoint mode, vox2: the VoxCeleb1 folder")
@@ -654,6 +655,8 @@ def checkpoint_mode(args, parser) -> int:
             score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads, sample_rate=data.SAMPLE_RATE)
             task = info["task"]
         else:
+            if args.threads:
+                torch.set_num_threads(args.threads)
             device = classifier.resolve_device(args.device)
             model, _ = classifier.load_classifier(args.checkpoint, device)
             score_fn, task = classifier.utterance_scorer(model, device), model.task
