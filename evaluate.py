@@ -572,9 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "several files are compared on one DET plot")
     # Checkpoint mode: embed a dataset's test audio with a trained model, then score it.
     p.add_argument("--checkpoint", help="pruned_model.pt written by train.py (instead of --scores)")
-    p.add_argument("--onnx", help="model.onnx written by export.py: like --checkpoint, scored with onnxruntime")
+    p.add_argument("--onnx", help="model.onnx written by export.py: like --checkpoint, "
+                                  "scored with onnxruntime")
     p.add_argument("--threads", type=int, default=None,
-                   help="compute threads of PyTorch (--checkpoint) or onnxruntime (--onnx); default: one per core")
+                   help="compute threads of PyTorch (--checkpoint) or onnxruntime (--onnx); "
+                        "default: one per core")
     p.add_argument("--data", help="checkpoint mode: toy, toy_spoof, vox1, vox2, asvspoof5, asvspoof2019")
     p.add_argument("--data-root", help="checkpoint mode: the dataset folder")
     p.add_argument("--vox1-root", help="checkpoint mode, vox2: the VoxCeleb1 folder")
@@ -602,7 +604,8 @@ def main(argv=None) -> int:
     if args.checkpoint or args.onnx:
         return checkpoint_mode(args, parser)
     if not args.scores:
-        parser.error("give --scores (score files), or --checkpoint / --onnx (a trained model) with --data")
+        parser.error("give --scores (score files), or --checkpoint / --onnx (a trained model) "
+                     "with --data")
     if args.task == "sv" and not args.trials:
         parser.error("--task sv needs --trials")
     if args.task == "cm" and not args.protocol:
@@ -648,11 +651,13 @@ def checkpoint_mode(args, parser) -> int:
     notice) and everything after the per-utterance score function."""
     source = args.checkpoint or args.onnx
     if not args.data:
-        parser.error(f"--{'checkpoint' if args.checkpoint else 'onnx'} needs --data (and --data-root for real data)")
+        option = "--checkpoint" if args.checkpoint else "--onnx"
+        parser.error(f"{option} needs --data (and --data-root for real data)")
     try:
         if args.onnx:
             import export                       # onnxruntime is only needed here
-            score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads, sample_rate=data.SAMPLE_RATE)
+            score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads,
+                                                sample_rate=data.SAMPLE_RATE)
             task = info["task"]
         else:
             if args.threads:
@@ -669,7 +674,7 @@ def checkpoint_mode(args, parser) -> int:
                        f"{args.data} is a {spec.task} dataset\n")
     try:
         results, raw = evaluate_sets(score_fn, spec)
-    except ValueError as err:                   # e.g. an utterance shorter than an exported model accepts
+    except ValueError as err:        # e.g. an utterance shorter than an exported model accepts
         parser.exit(2, f"evaluate.py: error: {err}\n")
     for name, m in results.items():
         print(format_metrics(name, m))

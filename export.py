@@ -41,10 +41,11 @@ The sidecar `model.onnx.json` says what the file is (task, sample rate, output s
 minimum length, parameter counts, the pruned structure, library and opset versions) and
 holds the SHA-256 of the .onnx bytes. A scorer refuses an .onnx without its sidecar, or
 with one that belongs to another file: a silently wrong score (an LLR read as an
-embedding, a 8-kHz model fed 16-kHz audio) is worse than an error.
+embedding, an 8-kHz model fed 16-kHz audio) is worse than an error.
 """
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -100,7 +101,8 @@ def describe(model: classifier.Classifier) -> dict:
     """What the sidecar says about the model itself (everything but file facts)."""
     ssl = model.ssl
     head_params = sum(p.numel() for p in model.head.parameters())
-    if model.task == "cm":                   # the CM score uses the 2-class head; SV's AAM centres are left out
+    # The CM score uses the 2-class head; SV's AAM-softmax centres are left out.
+    if model.task == "cm":
         head_params += sum(p.numel() for p in model.loss_head.parameters())
     summary = ssl.structure_summary()
     return {
@@ -108,11 +110,13 @@ def describe(model: classifier.Classifier) -> dict:
         "task": model.task,
         "sample_rate": SAMPLE_RATE,
         "input": {"name": INPUT_NAME, "shape": [1, "S"], "dtype": "float32"},
-        "output": {"name": output_name(model.task), "shape": [1, classifier.EMBED_DIM] if model.task == "sv" else [1]},
+        "output": {"name": output_name(model.task),
+                   "shape": [1, classifier.EMBED_DIM] if model.task == "sv" else [1]},
         "embed_dim": classifier.EMBED_DIM,
         "head": model.head_config.kind,
         "p_bonafide": model.p_bonafide if model.task == "cm" else None,
-        "params": {"ssl": ssl.num_params(), "head": head_params, "total": ssl.num_params() + head_params},
+        "params": {"ssl": ssl.num_params(), "head": head_params,
+                   "total": ssl.num_params() + head_params},
         "structure": {
             "hidden_size": ssl.config.hidden_size,
             "num_layers": ssl.config.num_layers,
@@ -130,27 +134,31 @@ def describe(model: classifier.Classifier) -> dict:
 
 
 def prepare_for_export(model: classifier.Classifier) -> classifier.Classifier:
-    """A gated model is first cut down: prune() computes the same eval-mode function
-    without gates, and gates (data-dependent top-k masks) are not what one deploys."""
+    """A CPU copy in eval mode (the caller's model is left as it was). A gated model is
+    cut down first: prune() computes the same eval-mode function without gates, and
+    gates (data-dependent top-k masks) are not what one deploys."""
+    model = copy.deepcopy(model).cpu().eval()
     if model.ssl.gates():
         print("note: the model still carries gates; exporting its pruned version (same outputs)")
         model.ssl = model.ssl.prune()
-    return model.cpu().eval()
+    return model
 
 
 def capture(model: classifier.Classifier, example_seconds: float = 2.0):
     """Step 1: torch.export with a symbolic length -> (ExportedProgram, minimum samples)."""
-    wave = torch.randn(1, int(example_seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    wave = torch.randn(1, int(example_seconds * SAMPLE_RATE), generator=g)
     length = torch.export.Dim.DYNAMIC
     with torch.no_grad():
-        program = torch.export.export(ScoreModule(model), (wave,), dynamic_shapes={"wave": {1: length}})
+        program = torch.export.export(ScoreModule(model), (wave,),
+                                      dynamic_shapes={"wave": {1: length}})
     # The one symbol of the graph is S; its range is what export found the graph needs.
     (symbol_range,) = program.range_constraints.values()
     return program, int(symbol_range.lower)
 
 
-def export_onnx(model: classifier.Classifier, out_path, opset: int = OPSET, verify_seconds=(1.0, 3.7),
-                source: str = None) -> dict:
+def export_onnx(model: classifier.Classifier, out_path, opset: int = OPSET,
+                verify_seconds=(1.0, 3.7), source: str = None) -> dict:
     """Export `model` (a Classifier) to `out_path` and write the sidecar next to it.
     Returns the sidecar dict. verify_seconds: lengths on which onnxruntime is compared
     with PyTorch right away (empty: skip)."""
@@ -161,8 +169,10 @@ def export_onnx(model: classifier.Classifier, out_path, opset: int = OPSET, veri
     program, min_samples = capture(model)
     # The exporter warns that torchvision's detection ops are unavailable: irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                                     output_names=[output_name(model.task)], optimize=True, verbose=False)
+    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset,
+                                     input_names=[INPUT_NAME],
+                                     output_names=[output_name(model.task)],
+                                     optimize=True, verbose=False)
     info.update(opset=opset, min_samples=min_samples, min_seconds=min_samples / SAMPLE_RATE,
                 source=os.path.basename(source) if source else None)
     # The description travels inside the .onnx too, so a sidecar can be checked against it.
@@ -177,7 +187,8 @@ def export_onnx(model: classifier.Classifier, out_path, opset: int = OPSET, veri
 
 def write_sidecar(onnx_path, info: dict) -> dict:
     """<onnx_path>.json: `info` plus the size and SHA-256 of the .onnx as it is now."""
-    info = {**info, "onnx_sha256": file_sha256(onnx_path), "onnx_bytes": Path(onnx_path).stat().st_size}
+    info = {**info, "onnx_sha256": file_sha256(onnx_path),
+            "onnx_bytes": Path(onnx_path).stat().st_size}
     sidecar_path(onnx_path).write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -210,18 +221,21 @@ def quantize_int8(onnx_path, out_path, verify_model=None, verify_seconds=(1.0, 3
     from onnxruntime.quantization import QuantType, quantize_dynamic
     info = read_sidecar(onnx_path)
     root = logging.getLogger()
-    level, root.level = root.level, logging.ERROR    # quiet its advice to pre-process (shape inference)
+    # Quiet the quantiser's generic advice to pre-process (shape inference) first.
+    level, root.level = root.level, logging.ERROR
     try:
         quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
     finally:
         root.setLevel(level)
-    method = "onnxruntime dynamic int8: MatMul/Gemm weights int8 (per tensor), activations quantised at run time"
+    method = ("onnxruntime dynamic int8: MatMul/Gemm weights int8 (per tensor), "
+              "activations quantised at run time")
     proto = onnx.load(str(out_path))
     embedded = {p.key: p.value for p in proto.metadata_props}
     description = {**json.loads(embedded.get(METADATA_KEY, "{}")), "quantization": method,
                    "source": Path(onnx_path).name}
-    onnx.helper.set_model_props(proto, {**embedded, METADATA_KEY: json.dumps(description, sort_keys=True)})
+    embedded[METADATA_KEY] = json.dumps(description, sort_keys=True)
+    onnx.helper.set_model_props(proto, embedded)
     onnx.save(proto, str(out_path))
     info = {k: v for k, v in info.items() if k not in ("verified", "onnx_sha256", "onnx_bytes")}
     info.update(quantization=method, source=Path(onnx_path).name)
@@ -248,17 +262,20 @@ def read_sidecar(onnx_path) -> dict:
     if not onnx_path.is_file():
         raise ValueError(f"{onnx_path}: no such file")
     if not side.is_file():
-        raise ValueError(f"{onnx_path} has no sidecar {side.name}: without it the task, sample rate and "
-                         f"output are unknown; re-export with `python export.py <pruned_model.pt> --out {onnx_path}`")
+        raise ValueError(f"{onnx_path} has no sidecar {side.name}: without it the task, sample "
+                         f"rate and output are unknown; re-export with "
+                         f"`python export.py <pruned_model.pt> --out {onnx_path}`")
     try:
         info = json.loads(side.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read the sidecar {side}: {e}") from None
     if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{side} is not a sidecar written by export.py (no format tag {SIDECAR_FORMAT!r})")
+        raise ValueError(f"{side} is not a sidecar written by export.py "
+                         f"(no format tag {SIDECAR_FORMAT!r})")
     if info.get("onnx_sha256") != file_sha256(onnx_path):
-        raise ValueError(f"{side.name} does not belong to {onnx_path.name}: the SHA-256 of the .onnx differs from "
-                         f"the one recorded at export (the file was replaced or modified); re-export both together")
+        raise ValueError(f"{side.name} does not belong to {onnx_path.name}: the SHA-256 of the "
+                         f".onnx differs from the one recorded at export (the file was replaced or "
+                         f"modified); re-export both together")
     return info
 
 
@@ -267,10 +284,12 @@ def check_session(session, info: dict, onnx_path):
     embedded = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     problems = []
     if embedded is None:
-        problems.append(f"the .onnx carries no {METADATA_KEY!r} metadata (not written by export.py)")
+        problems.append(f"the .onnx carries no {METADATA_KEY!r} metadata "
+                        f"(not written by export.py)")
     else:
         embedded = json.loads(embedded)
-        problems += [f"{k}: sidecar {info.get(k)!r}, model {v!r}" for k, v in embedded.items() if info.get(k) != v]
+        problems += [f"{k}: sidecar {info.get(k)!r}, model {v!r}"
+                     for k, v in embedded.items() if info.get(k) != v]
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME]:
         problems.append(f"inputs {[i.name for i in inputs]}, expected [{INPUT_NAME!r}]")
@@ -286,8 +305,8 @@ def onnx_scorer(onnx_path, threads: int = None, sample_rate: int = SAMPLE_RATE):
     1-D CPU tensor, SV (256,) or CM (1,), so evaluate.evaluate_sets takes either."""
     info = read_sidecar(onnx_path)
     if info["sample_rate"] != sample_rate:
-        raise ValueError(f"{onnx_path} expects {info['sample_rate']} Hz audio but the scorer is fed "
-                         f"{sample_rate} Hz (data.load_audio resamples to {sample_rate} Hz)")
+        raise ValueError(f"{onnx_path} expects {info['sample_rate']} Hz audio but the scorer is "
+                         f"fed {sample_rate} Hz (data.load_audio resamples to {sample_rate} Hz)")
     session = make_session(onnx_path, threads)
     check_session(session, info, onnx_path)
     min_samples = info["min_samples"]
@@ -296,8 +315,9 @@ def onnx_scorer(onnx_path, threads: int = None, sample_rate: int = SAMPLE_RATE):
         if wave.dim() != 2 or wave.shape[0] != 1:
             raise ValueError(f"expected one utterance, shape (1, S); got {tuple(wave.shape)}")
         if wave.shape[1] < min_samples:
-            raise ValueError(f"utterance of {wave.shape[1]} samples is shorter than the exported model's minimum, "
-                             f"{min_samples} samples ({1000 * min_samples / info['sample_rate']:.0f} ms)")
+            ms = 1000 * min_samples / info["sample_rate"]
+            raise ValueError(f"utterance of {wave.shape[1]} samples is shorter than the exported "
+                             f"model's minimum, {min_samples} samples ({ms:.0f} ms)")
         out = session.run(None, {INPUT_NAME: wave.detach().cpu().float().numpy()})[0]
         return torch.from_numpy(np.ascontiguousarray(out[0])).reshape(-1)
     return score, info
@@ -305,15 +325,18 @@ def onnx_scorer(onnx_path, threads: int = None, sample_rate: int = SAMPLE_RATE):
 
 # ------------------------------------------------------------------------------ CLI
 def build_parser():
-    p = argparse.ArgumentParser(description="Export a trained model (pruned_model.pt) to ONNX for onnxruntime; "
-                                            "writes <out>.json beside it.")
+    p = argparse.ArgumentParser(description="Export a trained model (pruned_model.pt) to ONNX for "
+                                            "onnxruntime; writes <out>.json beside it.")
     p.add_argument("checkpoint", help="pruned_model.pt written by train.py")
-    p.add_argument("--out", default=None, help="the .onnx file (default: beside the checkpoint, model.onnx)")
+    p.add_argument("--out", default=None,
+                   help="the .onnx file (default: beside the checkpoint, model.onnx)")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--verify-seconds", type=float, nargs="*", default=[1.0, 3.7],
-                   help="compare onnxruntime with PyTorch on random waves of these lengths (none: skip)")
+                   help="compare onnxruntime with PyTorch on random waves of these lengths "
+                        "(none: skip)")
     p.add_argument("--int8", action="store_true",
-                   help="also write <out>.int8.onnx: dynamic int8 quantisation (smaller, not exact)")
+                   help="also write <out>.int8.onnx: dynamic int8 quantisation "
+                        "(smaller, not exact)")
     return p
 
 
@@ -329,22 +352,28 @@ def main(argv=None) -> int:
         # One line, no traceback: the loaders' messages say what is wrong with the file.
         reason = str(err).splitlines()[0]
         reason = reason if len(reason) <= 300 else reason[:297] + "..."
-        parser.exit(2, f"export.py: error: {args.checkpoint} is not a usable pruned_model.pt: {reason}\n")
-    info = export_onnx(model, out, opset=args.opset, verify_seconds=args.verify_seconds, source=args.checkpoint)
+        parser.exit(2, f"export.py: error: {args.checkpoint} is not a usable pruned_model.pt: "
+                       f"{reason}\n")
+    info = export_onnx(model, out, opset=args.opset, verify_seconds=args.verify_seconds,
+                       source=args.checkpoint)
     p = info["params"]
-    print(f"wrote {out} ({info['onnx_bytes'] / 1e6:.1f} MB, {info['task']}, {p['total']:,} parameters: "
-          f"SSL {p['ssl']:,} + head {p['head']:,}) in {info['export_seconds']} s")
-    print(f"      {sidecar_path(out)} (input {INPUT_NAME} (1, S) float32 at {info['sample_rate']} Hz, "
-          f"S >= {info['min_samples']}; output {info['output']['name']} {info['output']['shape']})")
+    print(f"wrote {out} ({info['onnx_bytes'] / 1e6:.1f} MB, {info['task']}, {p['total']:,} "
+          f"parameters: SSL {p['ssl']:,} + head {p['head']:,}) in {info['export_seconds']} s")
+    print(f"      {sidecar_path(out)} (input {INPUT_NAME} (1, S) float32 at {info['sample_rate']} "
+          f"Hz, S >= {info['min_samples']}; output {info['output']['name']} "
+          f"{info['output']['shape']})")
     if "verified" in info:
         v = info["verified"]
-        print(f"parity: max |onnxruntime - PyTorch| = {v['max_abs_diff']:.2e} on {v['seconds']} s of noise")
+        print(f"parity: max |onnxruntime - PyTorch| = {v['max_abs_diff']:.2e} "
+              f"on {v['seconds']} s of noise")
     if args.int8:
         q_path = out.with_suffix(".int8.onnx")
         q = quantize_int8(out, q_path, verify_model=model, verify_seconds=args.verify_seconds)
-        print(f"wrote {q_path} ({q['onnx_bytes'] / 1e6:.1f} MB, dynamic int8) and its sidecar"
-              + (f"; max |int8 - PyTorch| = {q['verified']['max_abs_diff']:.2e} (quantisation error, "
-                 f"re-measure the EER)" if "verified" in q else ""))
+        line = f"wrote {q_path} ({q['onnx_bytes'] / 1e6:.1f} MB, dynamic int8) and its sidecar"
+        if "verified" in q:
+            line += (f"; max |int8 - PyTorch| = {q['verified']['max_abs_diff']:.2e} "
+                     f"(quantisation error, re-measure the EER)")
+        print(line)
     return 0
 
 

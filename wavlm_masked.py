@@ -222,11 +222,12 @@ def relative_offsets(num_frames: int, max_distance: int, device) -> torch.Tensor
     return relative.clamp(-max_distance, max_distance) + max_distance
 
 
-def relative_position_buckets(num_frames: int, num_buckets: int, max_distance: int, device) -> torch.Tensor:
+def relative_position_buckets(num_frames: int, num_buckets: int, max_distance: int,
+                               device) -> torch.Tensor:
     """Bucket index of every (query, key) pair, (T, T): a look-up in the table of the
     2 * max_distance + 1 distinct relative positions (`distance_buckets`)."""
-    table = distance_buckets(torch.arange(-max_distance, max_distance + 1, device=device),
-                             num_buckets, max_distance)                       # (2 * max_distance + 1,)
+    offsets = torch.arange(-max_distance, max_distance + 1, device=device)
+    table = distance_buckets(offsets, num_buckets, max_distance)          # (2 * max_distance + 1,)
     return table[relative_offsets(num_frames, max_distance, device)]
 
 
@@ -417,8 +418,8 @@ class SelfAttention(nn.Module):
         # validity depends on the kernel's strides under torch.export, which the ONNX
         # exporter re-checks with other strides and rejects. The copy is B*T*E floats,
         # noise next to the projections around it.
-        context = context.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (B, T, h, d)
-        context = context.view(B, T, h * d)                                             # (B, T, h*d)
+        context = context.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (B,T,h,d)
+        context = context.view(B, T, h * d)                                           # (B, T, h*d)
         return self.out_proj(context)
 
 
@@ -499,7 +500,8 @@ class Encoder(nn.Module):
             # difference at a bucket boundary would move a whole bias entry.
             table = distance_buckets(torch.arange(-cfg.max_distance, cfg.max_distance + 1),
                                      cfg.num_buckets, cfg.max_distance)
-            self.register_buffer("bucket_table", table, persistent=False)    # (2 * max_distance + 1,)
+            # (2 * max_distance + 1,)
+            self.register_buffer("bucket_table", table, persistent=False)
         self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -516,9 +518,9 @@ class Encoder(nn.Module):
         if self.rel_attn_embed is not None:
             # Look the bias up for the 2 * max_distance + 1 offsets first, then spread it over
             # the (T, T) pairs: one gather over T^2 instead of two (buckets, then bias).
-            offset_bias = self.rel_attn_embed(self.bucket_table)                   # (2 * max_distance + 1, H_total)
-            offsets = relative_offsets(x.shape[1], self.cfg.max_distance, x.device)  # (T, T)
-            position_bias = F.embedding(offsets, offset_bias).permute(2, 0, 1)     # (H_total, T, T)
+            offset_bias = self.rel_attn_embed(self.bucket_table)         # (2 * max_distance + 1, H)
+            offsets = relative_offsets(x.shape[1], self.cfg.max_distance, x.device)         # (T, T)
+            position_bias = F.embedding(offsets, offset_bias).permute(2, 0, 1)    # (H_total, T, T)
         hidden_states = [x]
         for layer in self.layers:
             x = layer(x, position_bias, key_padding)

@@ -37,7 +37,8 @@ import tempfile
 
 import torch
 
-from common import machine_header, macs, pruned_pair, spread, time_interleaved  # puts the root on sys.path
+# common puts the repository root on sys.path.
+from common import machine_header, macs, pruned_pair, spread, time_interleaved
 import classifier  # noqa: E402
 import export  # noqa: E402
 import wavlm_masked  # noqa: E402
@@ -47,19 +48,26 @@ SAMPLE_RATE = 16000
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--quick", action="store_true", help="toy model only, 3 repetitions")
-parser.add_argument("--models", nargs="+", default=None, choices=("base+", "toy"), help="default: both")
-parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts, each timed in turn")
-parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 10.0], help="utterance lengths")
-parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 5 base+, 15 toy)")
+parser.add_argument("--models", nargs="+", default=None, choices=("base+", "toy"),
+                    help="default: both")
+parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts, each timed in turn")
+parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 10.0],
+                    help="utterance lengths")
+parser.add_argument("--reps", type=int, default=None,
+                    help="timed repetitions (default: 5 base+, 15 toy)")
 parser.add_argument("--sparsity", type=float, default=0.70)
-parser.add_argument("--toy-checkpoint", default=None, help="a trained pruned_model.pt to use as the pruned toy model")
-parser.add_argument("--int8", action="store_true", help="also time onnxruntime dynamic int8 quantisation (pruned)")
+parser.add_argument("--toy-checkpoint", default=None,
+                    help="a trained pruned_model.pt to use as the pruned toy model")
+parser.add_argument("--int8", action="store_true",
+                    help="also time onnxruntime dynamic int8 quantisation (pruned)")
 parser.add_argument("--json", default=None, help="also write the medians here")
 args = parser.parse_args()
 families = args.models or (["toy"] if args.quick else ["base+", "toy"])
 
 
-def head_macs(config: WavLMConfig, num_samples: int, compression=128, heads=32, embed=classifier.EMBED_DIM) -> int:
+def head_macs(config: WavLMConfig, num_samples: int, compression=128, heads=32,
+              embed=classifier.EMBED_DIM) -> int:
     """MHFA's matrix products for one utterance: two compressions (E -> C per frame), the
     attention logits (C -> H per frame), the pooling (H x C per frame) and the output
     projection (H*C -> 256)."""
@@ -67,7 +75,8 @@ def head_macs(config: WavLMConfig, num_samples: int, compression=128, heads=32, 
     for _, kernel, stride in config.conv_layers:
         T = (T - kernel) // stride + 1
     E = config.hidden_size
-    return 2 * T * E * compression + T * compression * heads + T * heads * compression + heads * compression * embed
+    return (2 * T * E * compression + T * compression * heads + T * heads * compression
+            + heads * compression * embed)
 
 
 def path_macs(config, num_samples):
@@ -104,8 +113,9 @@ def main():
         for name, model in models.items():
             files[name] = os.path.join(tmp.name, f"{family}-{name}.onnx")
             info = export.export_onnx(model, files[name], verify_seconds=(4.0,))
-            print(f"{family} {name}: {model.ssl.num_params():,} SSL params, exported in {info['export_seconds']} s, "
-                  f"max |ort - eager| on 4 s = {info['verified']['max_abs_diff']:.1e}")
+            print(f"{family} {name}: {model.ssl.num_params():,} SSL params, exported in "
+                  f"{info['export_seconds']} s, max |ort - eager| on 4 s = "
+                  f"{info['verified']['max_abs_diff']:.1e}")
         if args.int8:
             files["pruned-int8"] = os.path.join(tmp.name, f"{family}-pruned-int8.onnx")
             export.quantize_int8(files["pruned"], files["pruned-int8"])
@@ -123,8 +133,10 @@ def main():
                 for name, path in files.items():
                     session = export.make_session(path, threads)
                     feed = {export.INPUT_NAME: wave.numpy()}
-                    fns[(sec, name.replace("-int8", ""), "ort" + ("-int8" if "int8" in name else ""))] = \
-                        (lambda s, f: lambda: s.run(None, f))(session, feed)
+                    model_name, _, quantised = name.partition("-")      # "pruned-int8" -> int8
+                    runtime = "ort-int8" if quantised else "ort"
+                    run_once = (lambda s, f: lambda: s.run(None, f))(session, feed)
+                    fns[(sec, model_name, runtime)] = run_once
             wall, _ = time_interleaved(fns, warmup=1, reps=reps)
             report(family, threads, dense, pruned, wall, results)
     if args.json:
@@ -140,15 +152,17 @@ def torch_run(model, wave):
 def report(family, threads, dense, pruned, wall, results):
     med = {k: statistics.median(v) for k, v in wall.items()}
     runtimes = sorted({k[2] for k in wall}, key=["eager", "ort", "ort-int8"].index)
-    print(f"\n  {family}, {threads} thread{'s' if threads > 1 else ''}: median wall s [min .. max] over repetitions")
-    header = f"    {'audio':>6} {'model':<7}" + "".join(f"{r:>24}" for r in runtimes) + f"{'ort vs eager':>14}"
-    print(header)
+    plural = "s" if threads > 1 else ""
+    print(f"\n  {family}, {threads} thread{plural}: median wall s [min .. max] over repetitions")
+    print(f"    {'audio':>6} {'model':<7}" + "".join(f"{r:>24}" for r in runtimes)
+          + f"{'ort vs eager':>14}")
     for sec in args.seconds:
         n = int(sec * SAMPLE_RATE)
         for name in ("dense", "pruned"):
-            cells = "".join(f"{med[(sec, name, r)]:>8.3f} {spread(wall[(sec, name, r)]):>15}" if (sec, name, r) in med
-                            else f"{'':>24}" for r in runtimes)
-            print(f"    {sec:>5.0f}s {name:<7}{cells}{med[(sec, name, 'eager')] / med[(sec, name, 'ort')]:>13.2f}x")
+            cells = "".join(f"{med[(sec, name, r)]:>8.3f} {spread(wall[(sec, name, r)]):>15}"
+                            if (sec, name, r) in med else f"{'':>24}" for r in runtimes)
+            ort_vs_eager = med[(sec, name, "eager")] / med[(sec, name, "ort")]
+            print(f"    {sec:>5.0f}s {name:<7}{cells}{ort_vs_eager:>13.2f}x")
         mac_ratio = path_macs(dense.ssl.config, n) / path_macs(pruned.ssl.config, n)
         line = f"    {'':>6} {'speed-up':<7}"
         speedups = {}
@@ -159,9 +173,10 @@ def report(family, threads, dense, pruned, wall, results):
             else:
                 speedups[r] = med[(sec, "dense", "ort")] / med[(sec, "pruned", r)]
                 line += f"{speedups[r]:>8.2f}x (vs ort fp32)"
-        print(line + f"   MAC ratio {mac_ratio:.2f}x ({path_macs(dense.ssl.config, n) / 1e9:.2f} -> "
-                     f"{path_macs(pruned.ssl.config, n) / 1e9:.2f} GMACs); ort efficiency "
-                     f"{speedups['ort'] / mac_ratio:.2f}, eager {speedups['eager'] / mac_ratio:.2f}")
+        gmacs = path_macs(dense.ssl.config, n) / 1e9, path_macs(pruned.ssl.config, n) / 1e9
+        print(line + f"   MAC ratio {mac_ratio:.2f}x ({gmacs[0]:.2f} -> {gmacs[1]:.2f} GMACs); "
+                     f"ort efficiency {speedups['ort'] / mac_ratio:.2f}, "
+                     f"eager {speedups['eager'] / mac_ratio:.2f}")
         results[f"{family}/{threads}t/{sec:g}s"] = {
             **{f"{k[1]}/{k[2]}": v for k, v in med.items() if k[0] == sec},
             "mac_ratio": mac_ratio, "load_average": os.getloadavg()[0]}

@@ -125,9 +125,10 @@ def test_gated_model_is_pruned_before_export(tmp_path, capsys):
 
 
 def small_run_args(tmp_path, data_name):
-    return ["--data", data_name, "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache"), "--steps", "4",
-            "--batch-size", "2", "--crop-seconds", "0.5", "--out", str(tmp_path / "run"), "--no-progress",
-            "--num-workers", "0", "--eval-every", "4", "--save-every", "4", "--target", "0.5"]
+    return ["--data", data_name, "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache"),
+            "--steps", "4", "--batch-size", "2", "--crop-seconds", "0.5",
+            "--out", str(tmp_path / "run"), "--no-progress", "--num-workers", "0",
+            "--eval-every", "4", "--save-every", "4", "--target", "0.5"]
 
 
 @pytest.mark.slow
@@ -149,7 +150,7 @@ def test_toy_run_export_and_onnx_scoring(tmp_path, data_name, capsys):
     wave = torch.randn(1, 40000)
     a, b = q_fn(wave), fp_fn(wave)
     assert a.shape == b.shape and torch.isfinite(a).all()
-    if data_name == "toy":                          # embeddings: the direction is what cosine scoring uses
+    if data_name == "toy":            # embeddings: the direction is what cosine scoring uses
         assert torch.nn.functional.cosine_similarity(a, b, dim=0).item() > 0.95
     common = ["--data", data_name, "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache")]
     capsys.readouterr()
@@ -157,7 +158,8 @@ def test_toy_run_export_and_onnx_scoring(tmp_path, data_name, capsys):
     by_torch = capsys.readouterr().out
     assert evaluate.main(["--onnx", str(onnx_path), "--threads", "1", *common]) == 0
     by_onnx = capsys.readouterr().out
-    metric_lines = lambda out: [l.split("threshold")[0] for l in out.splitlines() if "EER" in l or "DCF" in l]
+    def metric_lines(out):
+        return [l.split("threshold")[0] for l in out.splitlines() if "EER" in l or "DCF" in l]
     assert metric_lines(by_onnx) == metric_lines(by_torch) and metric_lines(by_torch)
 
     # A file at another sample rate: both paths resample it, with the same notice.
@@ -170,7 +172,8 @@ def test_toy_run_export_and_onnx_scoring(tmp_path, data_name, capsys):
     onnx_fn, _ = export.onnx_scorer(onnx_path)
     got = evaluate.embed_paths(onnx_fn, [path8k])[path8k]
     assert "note: resampling 8000 Hz audio to 16000 Hz" in capsys.readouterr().out
-    want = evaluate.embed_paths(classifier.utterance_scorer(model, torch.device("cpu")), [path8k])[path8k]
+    torch_fn = classifier.utterance_scorer(model, torch.device("cpu"))
+    want = evaluate.embed_paths(torch_fn, [path8k])[path8k]
     assert (got - want).abs().max().item() <= TOL
 
 
@@ -182,8 +185,8 @@ def toy_onnx(tmp_path, task="sv"):
     from onnx import TensorProto, helper
     out_name = export.output_name(task)
     dim = 256 if task == "sv" else 1
-    nodes = [helper.make_node("ReduceMean", ["wave"], ["m"], keepdims=1),                    # (1, 1)
-             helper.make_node("Tile", ["m", "reps"], [out_name + "_2d"]),                   # (1, dim)
+    nodes = [helper.make_node("ReduceMean", ["wave"], ["m"], keepdims=1),               # (1, 1)
+             helper.make_node("Tile", ["m", "reps"], [out_name + "_2d"]),              # (1, dim)
              helper.make_node("Reshape", [out_name + "_2d", "shape"], [out_name])]
     graph = helper.make_graph(
         nodes, "toy", [helper.make_tensor_value_info("wave", TensorProto.FLOAT, [1, "S"])],
