@@ -25,16 +25,16 @@ How (torch 2.9): two steps, each of which can fail for its own reasons.
   1. torch.export.export captures forward() as a graph of aten operators, with the length
      S as a *symbol*: shapes downstream become formulas in S (T = ((S // 80 - 3) // 2
      - 1) // 2 + 1 for the standard CNN). Python code that branches on a value computed
-     from S, or asks whether a view of a symbolic stride is legal, cannot be captured;
-     wavlm_masked.py avoids both (the relative-position table, the head merge). We ask
-     for Dim.DYNAMIC, which lets export narrow the range of S to what the graph needs
-     (T >= 2 frames, i.e. S >= 720 samples, 45 ms) rather than fail; that minimum is
-     recorded in the sidecar and enforced by the scorer below.
+     from S, or asks whether a view of a symbolic stride is legal, cannot be captured or
+     translated; wavlm_masked.py avoids both (the relative-position table, the head
+     merge). We ask for Dim.DYNAMIC, which lets export narrow the range of S to what
+     the graph needs (T >= 2 frames, i.e. S >= 720 samples, 45 ms) rather than fail;
+     that minimum is recorded in the sidecar and enforced by the scorer below.
   2. torch.onnx.export(exported_program) translates each aten operator into ONNX
      operators (opset 18) with onnxscript, and saves the weights inside the file.
 
-Parity is checked, not assumed: export() runs PyTorch and onnxruntime side by side on
-a few lengths and records the largest absolute difference in the sidecar
+Parity is checked, not assumed: export_onnx() runs PyTorch and onnxruntime side by side
+on a few lengths and records the largest absolute difference in the sidecar
 (tests/test_export.py checks 1e-4 on several configurations and lengths up to 60 s).
 
 The sidecar `model.onnx.json` says what the file is (task, sample rate, output size, the
