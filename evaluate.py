@@ -572,6 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "several files are compared on one DET plot")
     # Checkpoint mode: embed a dataset's test audio with a trained model, then score it.
     p.add_argument("--checkpoint", help="pruned_model.pt written by train.py (instead of --scores)")
+    p.add_argument("--onnx", help="model.onnx written by export.py: like --checkpoint, "
+                                  "scored with onnxruntime")
+    p.add_argument("--threads", type=int, default=None,
+                   help="compute threads of PyTorch (--checkpoint) or onnxruntime (--onnx); "
+                        "default: one per core")
     p.add_argument("--data", help="checkpoint mode: toy, toy_spoof, vox1, vox2, asvspoof5, asvspoof2019")
     p.add_argument("--data-root", help="checkpoint mode: the dataset folder")
     p.add_argument("--vox1-root", help="checkpoint mode, vox2: the VoxCeleb1 folder")
@@ -594,10 +599,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint:
+    if args.checkpoint and args.onnx:
+        parser.error("give --checkpoint or --onnx, not both")
+    if args.checkpoint or args.onnx:
         return checkpoint_mode(args, parser)
     if not args.scores:
-        parser.error("give --scores (score files) or --checkpoint (a trained model) with --data")
+        parser.error("give --scores (score files), or --checkpoint / --onnx (a trained model) "
+                     "with --data")
     if args.task == "sv" and not args.trials:
         parser.error("--task sv needs --trials")
     if args.task == "cm" and not args.protocol:
@@ -637,21 +645,37 @@ def write_det(systems, path, task):
 
 
 def checkpoint_mode(args, parser) -> int:
-    """Embed every test utterance of --data with the model in --checkpoint, score the
-    trial lists (SV) or protocols (CM) and print the metrics."""
+    """Embed every test utterance of --data with the model in --checkpoint (PyTorch) or
+    --onnx (onnxruntime, export.py), score the trial lists (SV) or protocols (CM) and
+    print the metrics. Both paths share the audio loading (resampled to 16 kHz with a
+    notice) and everything after the per-utterance score function."""
+    source = args.checkpoint or args.onnx
     if not args.data:
-        parser.error("--checkpoint needs --data (and --data-root for real data)")
+        option = "--checkpoint" if args.checkpoint else "--onnx"
+        parser.error(f"{option} needs --data (and --data-root for real data)")
     try:
-        device = classifier.resolve_device(args.device)
-        model, extra = classifier.load_classifier(args.checkpoint, device)
+        if args.onnx:
+            import export                       # onnxruntime is only needed here
+            score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads,
+                                                sample_rate=data.SAMPLE_RATE)
+            task = info["task"]
+        else:
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            device = classifier.resolve_device(args.device)
+            model, _ = classifier.load_classifier(args.checkpoint, device)
+            score_fn, task = classifier.utterance_scorer(model, device), model.task
         spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                  toy_size=args.toy_size, vox1_root=args.vox1_root)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:
         parser.exit(2, f"evaluate.py: error: {err}\n")
-    if spec.task != model.task:
-        parser.exit(2, f"evaluate.py: error: {args.checkpoint} is a {model.task} model but --data "
+    if spec.task != task:
+        parser.exit(2, f"evaluate.py: error: {source} is a {task} model but --data "
                        f"{args.data} is a {spec.task} dataset\n")
-    results, raw = evaluate_sets(classifier.utterance_scorer(model, device), spec)
+    try:
+        results, raw = evaluate_sets(score_fn, spec)
+    except ValueError as err:        # e.g. an utterance shorter than an exported model accepts
+        parser.exit(2, f"evaluate.py: error: {err}\n")
     for name, m in results.items():
         print(format_metrics(name, m))
     if args.det:

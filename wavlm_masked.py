@@ -49,6 +49,10 @@ import torch.nn.functional as F
 
 from hardconcrete import HardConcrete
 
+# The library's version: recorded in exported models (export.py) to say which code
+# produced them. Bump it when a change alters what a saved model computes.
+__version__ = "0.1.0"
+
 PRUNE_UNITS = ("conv", "head", "attlayer", "interm", "ffnlayer")
 # The seed paper's initial drop rates: start almost fully "on", except FFN units at 0.5.
 DEFAULT_INIT_DROP_RATES = {"conv": 0.01, "head": 0.01, "attlayer": 0.01, "interm": 0.5, "ffnlayer": 0.01}
@@ -187,15 +191,14 @@ def frame_lengths(lengths: torch.Tensor, conv_layers) -> torch.Tensor:
     return lengths
 
 
-def relative_position_buckets(num_frames: int, num_buckets: int, max_distance: int, device) -> torch.Tensor:
-    """Bucket index of every (query, key) pair, (T, T), as in T5 and WavLM (bidirectional).
+def distance_buckets(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Bucket index of each relative position (key - query), as in T5 and WavLM
+    (bidirectional). Any shape in, the same shape out (long).
 
     Half the buckets are for keys after the query. Within each half, the first
     `exact` distances get one bucket each, the rest share log-spaced buckets up to
     max_distance (everything further lands in the last bucket).
     """
-    positions = torch.arange(num_frames, device=device)
-    relative = positions[None, :] - positions[:, None]            # key - query, (T, T)
     half = num_buckets // 2
     buckets = (relative > 0).long() * half
     distance = relative.abs()
@@ -206,6 +209,28 @@ def relative_position_buckets(num_frames: int, num_buckets: int, max_distance: i
     return buckets + torch.where(distance < exact, distance, far)
 
 
+def relative_offsets(num_frames: int, max_distance: int, device) -> torch.Tensor:
+    """(T, T) index into a table of the relative positions -max_distance .. +max_distance:
+    clamp(key - query, -max_distance, max_distance) + max_distance.
+
+    Every distance >= max_distance falls in the last bucket of its direction, so the
+    clamp changes no bucket; it only makes the table finite. Integer arithmetic on
+    arange(T) alone: no float, no branch on T, so it exports with a dynamic length.
+    """
+    positions = torch.arange(num_frames, device=device)
+    relative = positions[None, :] - positions[:, None]                        # key - query, (T, T)
+    return relative.clamp(-max_distance, max_distance) + max_distance
+
+
+def relative_position_buckets(num_frames: int, num_buckets: int, max_distance: int,
+                               device) -> torch.Tensor:
+    """Bucket index of every (query, key) pair, (T, T): a look-up in the table of the
+    2 * max_distance + 1 distinct relative positions (`distance_buckets`)."""
+    offsets = torch.arange(-max_distance, max_distance + 1, device=device)
+    table = distance_buckets(offsets, num_buckets, max_distance)          # (2 * max_distance + 1,)
+    return table[relative_offsets(num_frames, max_distance, device)]
+
+
 class WeightNormConv1d(nn.Module):
     """Conv1d with weight normalisation over dim 2 (Salimans & Kingma 2016), as in
     wav2vec 2.0's positional conv: weight = g * v / ||v||, one norm per kernel tap."""
@@ -213,6 +238,9 @@ class WeightNormConv1d(nn.Module):
     def __init__(self, channels: int, kernel: int, groups: int):
         super().__init__()
         self.groups = groups
+        # A Python int, fixed here: padding read from weight.shape in forward() becomes a
+        # traced value under torch.onnx.export, which conv1d refuses ("got padding=[]").
+        self.padding = kernel // 2
         self.weight_g = nn.Parameter(torch.ones(1, 1, kernel))                 # (1, 1, K)
         self.weight_v = nn.Parameter(torch.empty(channels, channels // groups, kernel))
         self.bias = nn.Parameter(torch.zeros(channels))
@@ -224,7 +252,7 @@ class WeightNormConv1d(nn.Module):
         # = weight_v * (weight_g / ||weight_v||, norm over dims 0 and 1), as one fused
         # kernel: the unfused three-op version costs ~10x more time forward + backward.
         weight = torch._weight_norm(self.weight_v, self.weight_g, 2)
-        return F.conv1d(x, weight, self.bias, padding=weight.shape[-1] // 2, groups=self.groups)
+        return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)
 
 
 # ------------------------------------------------------------------- feature extractor
@@ -385,7 +413,13 @@ class SelfAttention(nn.Module):
                                                  dropout_p=self.dropout if self.training else 0.0)
         if self.head_gate is not None:
             context = context * self.head_gate()[None, :, None, None].to(context.dtype)
-        context = context.transpose(1, 2).reshape(B, T, h * d)                          # (B, T, h*d)
+        # An explicit contiguous copy, not reshape(): the CPU attention kernel may return
+        # (B, T, h, d) memory, and then reshape is a free view in eager but a view whose
+        # validity depends on the kernel's strides under torch.export, which the ONNX
+        # exporter re-checks with other strides and rejects. The copy is B*T*E floats,
+        # noise next to the projections around it.
+        context = context.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (B,T,h,d)
+        context = context.view(B, T, h * d)                                           # (B, T, h*d)
         return self.out_proj(context)
 
 
@@ -458,6 +492,16 @@ class Encoder(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         # Owned by the encoder, not by layer 0's attention (trap 2 in the top docstring).
         self.rel_attn_embed = nn.Embedding(cfg.num_buckets, cfg.num_heads) if cfg.relative_position else None
+        if cfg.relative_position:
+            # The bucket of each of the 2 * max_distance + 1 relative positions, computed
+            # once. forward() only gathers from it, which (a) skips a log over T^2 pairs per
+            # forward and (b) makes an exported model (ONNX) use these exact integers rather
+            # than re-deriving them with another library's float log, where a 1-ulp
+            # difference at a bucket boundary would move a whole bias entry.
+            table = distance_buckets(torch.arange(-cfg.max_distance, cfg.max_distance + 1),
+                                     cfg.num_buckets, cfg.max_distance)
+            # (2 * max_distance + 1,)
+            self.register_buffer("bucket_table", table, persistent=False)
         self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -472,8 +516,11 @@ class Encoder(nn.Module):
         x = self.dropout(x)
         position_bias = None
         if self.rel_attn_embed is not None:
-            buckets = relative_position_buckets(x.shape[1], self.cfg.num_buckets, self.cfg.max_distance, x.device)
-            position_bias = self.rel_attn_embed(buckets).permute(2, 0, 1)   # (H_total, T, T)
+            # Look the bias up for the 2 * max_distance + 1 offsets first, then spread it over
+            # the (T, T) pairs: one gather over T^2 instead of two (buckets, then bias).
+            offset_bias = self.rel_attn_embed(self.bucket_table)         # (2 * max_distance + 1, H)
+            offsets = relative_offsets(x.shape[1], self.cfg.max_distance, x.device)         # (T, T)
+            position_bias = F.embedding(offsets, offset_bias).permute(2, 0, 1)    # (H_total, T, T)
         hidden_states = [x]
         for layer in self.layers:
             x = layer(x, position_bias, key_padding)
