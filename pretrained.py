@@ -193,7 +193,7 @@ def config_from_torchaudio(sd: dict) -> WavLMConfig:
         if strides is None:
             raise ValueError(f"{n_conv} conv layers: only the standard 7-layer extractor "
                              f"can be read from a bare torchaudio state dict")
-        layer_norm = f"feature_extractor.conv_layers.1.layer_norm.weight" in sd
+        layer_norm = "feature_extractor.conv_layers.1.layer_norm.weight" in sd
         E = sd["encoder.feature_projection.projection.weight"].shape[0]
         n_layers = len({m[1] for k in sd
                         for m in [re.match(rf"^{re.escape(pre)}layers\.(\d+)\.", k)] if m})
@@ -204,7 +204,7 @@ def config_from_torchaudio(sd: dict) -> WavLMConfig:
         return WavLMConfig(
             extractor_mode="layer_norm" if layer_norm else "group_norm",
             conv_layers=[(c[0], c[2], s) for c, s in zip(convs, strides)],
-            conv_bias=f"feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E,
+            conv_bias="feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E,
             num_layers=n_layers, num_heads=heads,
             ffn_dim=sd[pre + "layers.0.feed_forward.intermediate_dense.weight"].shape[0],
             layer_norm_first=layer_norm, pos_conv_kernel=v.shape[2],

@@ -120,10 +120,10 @@ print(f"    gates on: {', '.join(PRUNE_UNITS)} ({n_gates} HardConcrete groups, "
 print(f"    warm-up {train_warmup}, {train_reps} interleaved reps, median; "
       f"sanity: |ours(no gates) - torchaudio| max = {same:.2e}")
 
-fns = {
-    "torchaudio": lambda: train_step(ref, x, ta_last),
-    "ours, no gates": lambda: train_step(plain, x, our_last),
-    "ours, 5 gate kinds": lambda: train_step(gated, x, our_last),
+fns = {        # default arguments bind the models now (they are deleted below, to free memory)
+    "torchaudio": lambda m=ref: train_step(m, x, ta_last),
+    "ours, no gates": lambda m=plain: train_step(m, x, our_last),
+    "ours, 5 gate kinds": lambda m=gated: train_step(m, x, our_last),
 }
 med, cmed = print_times(*time_interleaved(fns, train_warmup, train_reps), base="torchaudio")
 overhead = med["ours, 5 gate kinds"] / med["torchaudio"]
