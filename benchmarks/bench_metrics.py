@@ -65,7 +65,7 @@ def main():
     print(f"  np.sort of the scores (reference) {t_sort:7.3f} s")
     print(f"  compute_eer                     {t_eer:7.3f} s   EER    {100 * eer:.4f} %")
     print(f"  compute_min_dcf                 {t_dcf:7.3f} s   minDCF {dcf:.4f}")
-    print(f"  compute_eer + compute_min_dcf   {t_eer + t_dcf:7.3f} s   (two sorts)")
+    print(f"  compute_eer + compute_min_dcf   {t_eer + t_dcf:7.3f} s   (two DET curves)")
     print(f"  sv_metrics (EER + minDCF)       {t_both:7.3f} s   = {t_both / t_sort:.1f} x np.sort   "
           f"goal <= 3 s")
 
