@@ -90,7 +90,8 @@ def _check(scores, labels):
     s = _to_numpy(scores).astype(np.float64, copy=False)
     y = _to_numpy(labels)
     if s.ndim != 1 or y.ndim != 1 or s.shape != y.shape:
-        raise ValueError(f"scores and labels must be 1-D of equal length, got {s.shape} and {y.shape}")
+        raise ValueError(f"scores and labels must be 1-D of equal length, "
+                         f"got {s.shape} and {y.shape}")
     if y.dtype != np.bool_:
         if not ((y == 0) | (y == 1)).all():
             raise ValueError("labels must be 0 (non-target / spoof) or 1 (target / bona fide)")
@@ -145,7 +146,8 @@ def _eer_from_curve(p_miss, p_fa, thresholds, mode):
 
 def _check_costs(p_target, c_miss, c_fa):
     if not 0.0 < p_target < 1.0 or c_miss <= 0 or c_fa <= 0:
-        raise ValueError(f"need 0 < p_target < 1 and positive costs, got {p_target}, {c_miss}, {c_fa}")
+        raise ValueError(f"need 0 < p_target < 1 and positive costs, "
+                         f"got {p_target}, {c_miss}, {c_fa}")
 
 
 def _min_dcf_from_curve(p_miss, p_fa, thresholds, p_target, c_miss, c_fa):
@@ -178,7 +180,8 @@ def bayes_threshold(p_target: float, c_miss: float, c_fa: float) -> float:
     return math.log(c_fa * (1.0 - p_target) / (c_miss * p_target))
 
 
-def compute_act_dcf(llr, labels, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+def compute_act_dcf(llr, labels, p_target: float = 0.01, c_miss: float = 1.0,
+                    c_fa: float = 1.0) -> float:
     """Normalised DCF of the decisions llr >= bayes_threshold(...)."""
     s, y = _check(llr, labels)
     accept = s >= bayes_threshold(p_target, c_miss, c_fa)
@@ -209,7 +212,8 @@ def sv_metrics(scores, labels, p_target: float = VOXCELEB.p_target, c_miss: floa
                 n_target=int(y.sum()), n_nontarget=int((~y).sum()))
 
 
-def cm_metrics(scores, labels, p_target: float = ASVSPOOF5.p_target, c_miss: float = ASVSPOOF5.c_miss,
+def cm_metrics(scores, labels, p_target: float = ASVSPOOF5.p_target,
+               c_miss: float = ASVSPOOF5.c_miss,
                c_fa: float = ASVSPOOF5.c_fa, eer_mode: str = "asvspoof5") -> dict:
     """The ASVspoof5 set: EER, minDCF, actDCF, Cllr (the last two assume LLR scores).
     labels: 1 = bona fide, 0 = spoof; p_target is the bona fide prior."""
@@ -239,10 +243,12 @@ def read_scores(path) -> dict:
     scores, seen = {}, {}
     for lineno, f in data.text_lines(path):
         if len(f) != 3:
-            raise ValueError(f"{path}:{lineno}: expected '<enroll> <test> <score>', got {' '.join(f)!r}")
+            raise ValueError(f"{path}:{lineno}: expected '<enroll> <test> <score>', "
+                             f"got {' '.join(f)!r}")
         key = (f[0], f[1])
         if key in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate score for {f[0]} {f[1]} (first on line {seen[key]})")
+            raise ValueError(f"{path}:{lineno}: duplicate score for {f[0]} {f[1]} "
+                             f"(first on line {seen[key]})")
         seen[key] = lineno
         scores[key] = _float(f[2], path, lineno)
     return scores
@@ -266,9 +272,11 @@ def read_cm_scores(path) -> dict:
         if not seen and not scores and f[0] == "filename":
             continue
         if len(f) != 2:
-            raise ValueError(f"{path}:{lineno}: expected '<filename> <score>', got {' '.join(f)!r}")
+            raise ValueError(f"{path}:{lineno}: expected '<filename> <score>', "
+                             f"got {' '.join(f)!r}")
         if f[0] in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate score for {f[0]} (first on line {seen[f[0]]})")
+            raise ValueError(f"{path}:{lineno}: duplicate score for {f[0]} "
+                             f"(first on line {seen[f[0]]})")
         seen[f[0]] = lineno
         scores[f[0]] = _float(f[1], path, lineno)
     return scores
@@ -282,7 +290,8 @@ def _match_scores(keys, labels, names, score_map, what, source):
         shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
         raise ValueError(f"{source}: no score for {len(missing)} of {len(keys)} {what}: {shown}")
     if len(score_map) > len(keys):
-        warnings.warn(f"{source}: {len(score_map) - len(keys)} scores are not in the {what}; ignored")
+        warnings.warn(f"{source}: {len(score_map) - len(keys)} scores are not in the {what}; "
+                      f"ignored")
     scores = np.array([score_map[key] for key in keys], dtype=np.float64)
     return scores, np.asarray(labels) == 1
 
@@ -350,7 +359,8 @@ def _pair_cosine(E, ei, ti, chunk=65536):
     return out
 
 
-def as_norm(embeddings, trials, cohort, top_n: int = 300, mean=None, chunk: int = 4096) -> np.ndarray:
+def as_norm(embeddings, trials, cohort, top_n: int = 300, mean=None,
+            chunk: int = 4096) -> np.ndarray:
     """Adaptive symmetric score normalisation (AS-norm; Cumani et al. 2011, Matejka et al.
     2017 "Analysis of score normalization in multilingual speaker recognition").
 
@@ -452,10 +462,12 @@ def inference_seconds(models, device, seconds=4.0, repeats=7):
 # -----------------------------------------------------------------------------
 # DET plot
 
-_DET_TICKS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
+_DET_TICKS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8,
+              0.9, 0.95]
 # label priority: decades first, then 5s, then 2s, each only where it does not crowd
 # the labels already placed (the probit axis squeezes the tails together)
-_TICK_PRIORITY = [1e-4, 1e-3, 0.01, 0.1, 0.4, 0.8, 5e-4, 5e-3, 0.05, 0.2, 0.6, 0.9, 0.95, 2e-4, 2e-3, 0.02]
+_TICK_PRIORITY = [1e-4, 1e-3, 0.01, 0.1, 0.4, 0.8, 5e-4, 5e-3, 0.05, 0.2, 0.6, 0.9, 0.95,
+                  2e-4, 2e-3, 0.02]
 
 
 def _probit(p):
@@ -537,7 +549,8 @@ def plot_det(systems: dict, path, title: str = "DET curve",
 
 def load_sv(scores_path, trials_path):
     """Scores and labels of a score file, in the order of a trial list (data.read_trials)."""
-    return match_sv_scores(data.read_trials(trials_path), read_scores(scores_path), source=str(scores_path))
+    return match_sv_scores(data.read_trials(trials_path), read_scores(scores_path),
+                           source=str(scores_path))
 
 
 def load_cm(scores_path, protocol_path):
@@ -577,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="compute threads of PyTorch (--checkpoint) or onnxruntime (--onnx); "
                         "default: one per core")
-    p.add_argument("--data", help="checkpoint mode: toy, toy_spoof, vox1, vox2, asvspoof5, asvspoof2019")
+    p.add_argument("--data",
+                   help="checkpoint mode: toy, toy_spoof, vox1, vox2, asvspoof5, asvspoof2019")
     p.add_argument("--data-root", help="checkpoint mode: the dataset folder")
     p.add_argument("--vox1-root", help="checkpoint mode, vox2: the VoxCeleb1 folder")
     p.add_argument("--cache-dir", help="checkpoint mode: where toy corpora live")
@@ -611,7 +625,8 @@ def main(argv=None) -> int:
     if args.task == "cm" and not args.protocol:
         parser.error("--task cm needs --protocol")
     preset = VOXCELEB if args.task == "sv" else ASVSPOOF5
-    costs = CostModel(*(v if v is not None else d for v, d in zip((args.p_target, args.c_miss, args.c_fa), preset)))
+    costs = CostModel(*(v if v is not None else d
+                        for v, d in zip((args.p_target, args.c_miss, args.c_fa), preset)))
     eer_mode = args.eer_mode or ("interp" if args.task == "sv" else "asvspoof5")
 
     systems = {}

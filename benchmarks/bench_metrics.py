@@ -66,7 +66,8 @@ def main():
     print(f"  compute_eer                     {t_eer:7.3f} s   EER    {100 * eer:.4f} %")
     print(f"  compute_min_dcf                 {t_dcf:7.3f} s   minDCF {dcf:.4f}")
     print(f"  compute_eer + compute_min_dcf   {t_eer + t_dcf:7.3f} s   (two DET curves)")
-    print(f"  sv_metrics (EER + minDCF)       {t_both:7.3f} s   = {t_both / t_sort:.1f} x np.sort   "
+    print(f"  sv_metrics (EER + minDCF)       {t_both:7.3f} s   "
+          f"= {t_both / t_sort:.1f} x np.sort   "
           f"goal <= 3 s")
 
     # 2) naive per-threshold loop vs fast path on the same 2 * 10^4 trials

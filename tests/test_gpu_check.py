@@ -22,7 +22,8 @@ VARIANTS = ["torchaudio", "ours, no gates", "ours, gated", "ours, gated+deploy"]
 
 def run_script(tmp_path, *extra, timeout=900):
     out_json = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--quick", "--json", str(out_json),
+    proc = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--quick",
+                           "--json", str(out_json),
                            "--out", str(tmp_path / "out"), *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     print(proc.stdout[-8000:], proc.stderr[-3000:])
@@ -41,7 +42,8 @@ def gpu_only_checks():
         names.append(f"tiny: gate overhead {prec}, gated / torchaudio")
         names += [f"tiny: peak memory {prec}, {v}" for v in VARIANTS]
     names += [f"tiny: train step bf16, {v}" for v in VARIANTS]
-    names += [f"tiny, 6 layers at sparsity 0.64: inference bf16, batch {b}" for b in ("1 x 2 s", "4 x 1 s")]
+    names += [f"tiny, 6 layers at sparsity 0.64: inference bf16, batch {b}"
+              for b in ("1 x 2 s", "4 x 1 s")]
     return names
 
 
@@ -54,7 +56,8 @@ def test_cpu_rehearsal_passes_and_marks_gpu_only_parts_skipped(tmp_path):
     for s in result["sections"]:
         assert s["status"] == "passed", (s["name"], s["error"])
         assert s["rows"], s["name"]
-    assert "SUMMARY" in proc.stdout and all(name in proc.stdout.split("SUMMARY")[1] for name in SECTIONS)
+    assert "SUMMARY" in proc.stdout and all(name in proc.stdout.split("SUMMARY")[1]
+                                            for name in SECTIONS)
 
     rows = [r for s in result["sections"] for r in s["rows"]]
     skipped = {r["check"]: r for r in rows if r["status"] == "skipped"}
@@ -73,17 +76,21 @@ def test_cpu_rehearsal_passes_and_marks_gpu_only_parts_skipped(tmp_path):
     assert sum("max |masked - pruned|" in c for c in passed) == 2
     bf16 = {r["check"]: r for r in rows_of(result, "bf16_autocast")}
     assert bf16["tiny: expected_num_params() dtype under bf16 autocast"]["status"] == "passed"
-    assert bf16["tiny: expected_num_params() dtype under bf16 autocast"]["value"] in ("float32", "float64")
-    assert bf16["tiny: Lagrangian regulariser dtype under bf16 autocast"]["value"] in ("float32", "float64")
+    assert (bf16["tiny: expected_num_params() dtype under bf16 autocast"]["value"]
+            in ("float32", "float64"))
+    assert (bf16["tiny: Lagrangian regulariser dtype under bf16 autocast"]["value"]
+            in ("float32", "float64"))
     assert bf16["tiny: min cosine(emb(bf16), emb(fp32)) over the batch"]["value"] > 0.99
     # The fp32 timings on the CPU are measured (rehearsal numbers, not results).
-    steps = {r["check"]: r["value"] for r in rows_of(result, "train_throughput") if r["status"] == "info"}
+    steps = {r["check"]: r["value"] for r in rows_of(result, "train_throughput")
+             if r["status"] == "info"}
     for v in VARIANTS:
         assert steps[f"tiny: train step fp32, {v}"] > 0
     # train.py ran end to end and its report was read.
     toy = {r["check"]: r for r in rows_of(result, "train_toy")}
     assert toy["train.py exit code"]["value"] == 0
-    assert 0.0 <= toy["report.json: sparsity (4 steps: not meant to reach the target)"]["value"] < 1.0
+    assert (0.0 <= toy["report.json: sparsity (4 steps: not meant to reach the target)"]["value"]
+            < 1.0)
     assert (tmp_path / "out" / "train_toy" / "report.json").exists()
 
 
@@ -91,7 +98,8 @@ def test_cpu_rehearsal_passes_and_marks_gpu_only_parts_skipped(tmp_path):
 def test_a_failing_section_is_recorded_and_the_rest_still_runs(tmp_path):
     """A train.py run stopped by the timeout fails its section, the other section still
     passes, and the exit code reports the failure."""
-    proc, result = run_script(tmp_path, "--sections", "train_toy,pruned_equals_masked", "--train-timeout", "0.5")
+    proc, result = run_script(tmp_path, "--sections", "train_toy,pruned_equals_masked",
+                              "--train-timeout", "0.5")
     assert proc.returncode == 1
     status = {s["name"]: s["status"] for s in result["sections"]}
     assert status["train_toy"] == "failed" and status["pruned_equals_masked"] == "passed"
@@ -100,8 +108,10 @@ def test_a_failing_section_is_recorded_and_the_rest_still_runs(tmp_path):
     assert "FAILED: train_toy" in proc.stdout
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without a GPU")
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="checks the message for machines without a GPU")
 def test_asking_for_cuda_without_a_gpu_says_how_to_rehearse():
-    proc = subprocess.run([sys.executable, SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, SCRIPT], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 2
     assert "--device cpu --quick" in proc.stderr

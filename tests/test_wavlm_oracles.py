@@ -11,7 +11,8 @@ import torch
 import transformers
 
 import wavlm_masked as W
-from pretrained import load_pretrained, parse_conv_layers, perturb_norms_and_biases_, torchaudio_wavlm
+from pretrained import (load_pretrained, parse_conv_layers, perturb_norms_and_biases_,
+                        torchaudio_wavlm)
 
 TOL = 1e-4
 
