@@ -55,7 +55,8 @@ __version__ = "0.1.0"
 
 PRUNE_UNITS = ("conv", "head", "attlayer", "interm", "ffnlayer")
 # The seed paper's initial drop rates: start almost fully "on", except FFN units at 0.5.
-DEFAULT_INIT_DROP_RATES = {"conv": 0.01, "head": 0.01, "attlayer": 0.01, "interm": 0.5, "ffnlayer": 0.01}
+DEFAULT_INIT_DROP_RATES = {"conv": 0.01, "head": 0.01, "attlayer": 0.01, "interm": 0.5,
+                           "ffnlayer": 0.01}
 STANDARD_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 
 
@@ -68,7 +69,8 @@ class WavLMConfig:
     the config says". A config only holds plain Python values, so it is saved as-is.
     """
     extractor_mode: str = "group_norm"          # "group_norm" (Base) or "layer_norm" (Large)
-    conv_layers: List[Tuple[int, int, int]] = field(default_factory=lambda: list(STANDARD_CONV_LAYERS))
+    conv_layers: List[Tuple[int, int, int]] = field(default_factory=lambda:
+                                                    list(STANDARD_CONV_LAYERS))
     conv_bias: bool = False
     hidden_size: int = 768
     num_layers: int = 12
@@ -111,12 +113,15 @@ class WavLMConfig:
             raise ValueError(f"unknown prune units {sorted(unknown)}; choose from {PRUNE_UNITS}")
         self.init_drop_rates = {**DEFAULT_INIT_DROP_RATES, **self.init_drop_rates}
         if self.extractor_mode not in ("group_norm", "layer_norm"):
-            raise ValueError(f"extractor_mode must be 'group_norm' or 'layer_norm', got {self.extractor_mode!r}")
+            raise ValueError(f"extractor_mode must be 'group_norm' or 'layer_norm', "
+                             f"got {self.extractor_mode!r}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible "
+                             f"by num_heads {self.num_heads}")
         for name in ("heads", "ffn_dims", "attention_blocks", "ffn_blocks"):
             if len(getattr(self, name)) != L:
-                raise ValueError(f"config.{name} has {len(getattr(self, name))} entries, expected num_layers={L}")
+                raise ValueError(f"config.{name} has {len(getattr(self, name))} entries, "
+                                 f"expected num_layers={L}")
 
     @property
     def head_dim(self) -> int:
@@ -130,8 +135,8 @@ class WavLMConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown WavLMConfig fields {sorted(unknown)}: the file was written by "
-                             f"another program or another version of this library")
+            raise ValueError(f"unknown WavLMConfig fields {sorted(unknown)}: the file was written "
+                             f"by another program or another version of this library")
         return cls(**d)
 
     # --- presets (architectures of the public checkpoints)
@@ -145,8 +150,8 @@ class WavLMConfig:
 
     @classmethod
     def wavlm_large(cls, **kw):
-        return cls(**{**dict(extractor_mode="layer_norm", hidden_size=1024, num_layers=24, num_heads=16,
-                             ffn_dim=4096, layer_norm_first=True), **kw})
+        return cls(**{**dict(extractor_mode="layer_norm", hidden_size=1024, num_layers=24,
+                             num_heads=16, ffn_dim=4096, layer_norm_first=True), **kw})
 
     @classmethod
     def hubert_base(cls, **kw):
@@ -159,9 +164,10 @@ class WavLMConfig:
     @classmethod
     def tiny(cls, **kw):
         """A small WavLM for CPU experiments and tests (same 320-sample frame hop)."""
-        convs = [(64, 10, 5), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 2, 2), (64, 2, 2)]
-        return cls(**{**dict(conv_layers=convs, hidden_size=128, num_layers=4, num_heads=4, ffn_dim=512,
-                             pos_conv_kernel=16, pos_conv_groups=4), **kw})
+        convs = [(64, 10, 5), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 2, 2),
+                 (64, 2, 2)]
+        return cls(**{**dict(conv_layers=convs, hidden_size=128, num_layers=4, num_heads=4,
+                             ffn_dim=512, pos_conv_kernel=16, pos_conv_groups=4), **kw})
 
 
 # ----------------------------------------------------------------------- small pieces
@@ -319,7 +325,8 @@ class FeatureProjection(nn.Module):
 
     def forward(self, x, z_last):                                # (B, T, C) -> (B, T, E)
         keep = None if z_last is None else (z_last > 0).to(x.dtype)
-        x = masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias, self.layer_norm.eps)
+        x = masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias,
+                              self.layer_norm.eps)
         if z_last is not None:
             x = x * z_last.to(x.dtype)
         return self.dropout(self.projection(x))
@@ -383,28 +390,28 @@ class SelfAttention(nn.Module):
         x_heads = x.view(B, T, self.num_heads_total, self.head_dim).transpose(1, 2)   # (B, H, T, d)
         bias = position_bias
         if not self.all_heads:
-            x_heads = x_heads.index_select(1, self.kept_heads)                         # (B, h, T, d)
-            bias = bias.index_select(0, self.kept_heads)                               # (h, T, T)
+            x_heads = x_heads.index_select(1, self.kept_heads)                        # (B, h, T, d)
+            bias = bias.index_select(0, self.kept_heads)                              # (h, T, T)
         # d -> 8 outputs, summed in two groups of 4 (outputs 0-3 -> a, 4-7 -> b). A sum
         # of linear outputs is one linear output with the rows summed, so this IS a
         # Linear(d, 2); neither paper nor reference code says why 8. We keep the 8 rows
         # because that is the shape every checkpoint stores (grep_linear: (8, d)).
         gates = self.gru_rel_pos_linear(x_heads).view(B, self.num_heads, T, 2, 4).sum(-1)
-        gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)                         # (B, h, T, 1)
+        gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)                        # (B, h, T, 1)
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0     # a (b c - 1) + 2
-        return gate * bias[None]                                                       # (B, h, T, T)
+        return gate * bias[None]                                                      # (B, h, T, T)
 
     def forward(self, x, position_bias=None, key_padding=None):
         B, T, E = x.shape
         if self.num_heads == 0:                     # every head pruned: only the bias is left
             return self.out_proj(x.new_zeros(B, T, 0))
         h, d = self.num_heads, self.head_dim
-        q = self.q_proj(x).view(B, T, h, d).transpose(1, 2)                            # (B, h, T, d)
+        q = self.q_proj(x).view(B, T, h, d).transpose(1, 2)                           # (B, h, T, d)
         k = self.k_proj(x).view(B, T, h, d).transpose(1, 2)
         v = self.v_proj(x).view(B, T, h, d).transpose(1, 2)
         mask = None
         if self.relative_position:
-            mask = self.gated_position_bias(x, position_bias).to(q.dtype)               # (B, h, T, T)
+            mask = self.gated_position_bias(x, position_bias).to(q.dtype)             # (B, h, T, T)
             if key_padding is not None:
                 mask = mask.masked_fill(key_padding[:, None, None, :], float("-inf"))
         elif key_padding is not None:
@@ -452,8 +459,10 @@ class EncoderLayer(nn.Module):
         has_att, has_ffn = cfg.attention_blocks[layer], cfg.ffn_blocks[layer]
         self.attention = SelfAttention(cfg, layer) if has_att else None
         self.feed_forward = FeedForward(cfg, layer) if has_ffn else None
-        self.attention_layer_norm = nn.LayerNorm(E, eps=eps) if (has_att or not cfg.layer_norm_first) else None
-        self.ffn_layer_norm = nn.LayerNorm(E, eps=eps) if (has_ffn or not cfg.layer_norm_first) else None
+        self.attention_layer_norm = nn.LayerNorm(E, eps=eps) \
+            if (has_att or not cfg.layer_norm_first) else None
+        self.ffn_layer_norm = nn.LayerNorm(E, eps=eps) \
+            if (has_ffn or not cfg.layer_norm_first) else None
         self.attention_gate = HardConcrete(1, cfg.init_drop_rates["attlayer"]) \
             if has_att and "attlayer" in cfg.prune_units else None
         self.ffn_gate = HardConcrete(1, cfg.init_drop_rates["ffnlayer"]) \
@@ -491,7 +500,8 @@ class Encoder(nn.Module):
         self.pos_conv = WeightNormConv1d(cfg.hidden_size, cfg.pos_conv_kernel, cfg.pos_conv_groups)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         # Owned by the encoder, not by layer 0's attention (trap 2 in the top docstring).
-        self.rel_attn_embed = nn.Embedding(cfg.num_buckets, cfg.num_heads) if cfg.relative_position else None
+        self.rel_attn_embed = nn.Embedding(cfg.num_buckets, cfg.num_heads) \
+            if cfg.relative_position else None
         if cfg.relative_position:
             # The bucket of each of the 2 * max_distance + 1 relative positions, computed
             # once. forward() only gathers from it, which (a) skips a log over T^2 pairs per
@@ -510,7 +520,8 @@ class Encoder(nn.Module):
         if key_padding is not None:
             x = x.masked_fill(key_padding[..., None], 0.0)   # the positional conv must not see pads
         pos = F.gelu(self.pos_conv(x.transpose(1, 2)))                   # (B, E, T+1) for even K
-        x = x + pos[..., : x.shape[1]].transpose(1, 2)       # drop the extra frame of an even kernel
+        # drop the extra frame of an even kernel
+        x = x + pos[..., : x.shape[1]].transpose(1, 2)
         if not self.cfg.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
@@ -547,7 +558,8 @@ class MaskedWavLM(nn.Module):
         key_padding = None
         if lengths is not None:
             lengths = frame_lengths(lengths, self.config.conv_layers)
-            key_padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]   # (B, T)
+            key_padding = (torch.arange(x.shape[1], device=x.device)[None, :]
+                           >= lengths[:, None])                                   # (B, T)
         return self.encoder(x, key_padding), lengths
 
     # --- gates
@@ -599,7 +611,8 @@ class MaskedWavLM(nn.Module):
                 total = total + 2 * out_ch
             in_ch = out_ch
         total = total + 2 * in_ch + in_ch * E + E                          # feature projection
-        total = total + E * (E // cfg.pos_conv_groups) * cfg.pos_conv_kernel + cfg.pos_conv_kernel + E
+        total = (total + E * (E // cfg.pos_conv_groups) * cfg.pos_conv_kernel
+                 + cfg.pos_conv_kernel + E)
         total = total + 2 * E                                              # encoder LayerNorm
         if cfg.relative_position:
             total = total + cfg.num_buckets * cfg.num_heads
@@ -771,16 +784,22 @@ class MaskedWavLM(nn.Module):
         out = {"conv_channels": [], "heads": [], "ffn_units": [], "attention": [], "ffn": []}
         for i, block in enumerate(self.feature_extractor.conv_layers):
             g = block.channel_gate
-            out["conv_channels"].append(g.num_kept() if g is not None else self.config.conv_layers[i][0])
+            out["conv_channels"].append(g.num_kept() if g is not None
+                                        else self.config.conv_layers[i][0])
         for layer in self.encoder.layers:
-            att_on = layer.attention is not None and (layer.attention_gate is None or layer.attention_gate.num_kept() > 0)
-            ffn_on = layer.feed_forward is not None and (layer.ffn_gate is None or layer.ffn_gate.num_kept() > 0)
+            att_on = layer.attention is not None and (layer.attention_gate is None
+                                                      or layer.attention_gate.num_kept() > 0)
+            ffn_on = layer.feed_forward is not None and (layer.ffn_gate is None
+                                                         or layer.ffn_gate.num_kept() > 0)
             att, ffn = layer.attention, layer.feed_forward
             out["attention"].append(att_on)
             out["ffn"].append(ffn_on)
-            out["heads"].append(0 if not att_on else (att.head_gate.num_kept() if att.head_gate is not None else att.num_heads))
-            out["ffn_units"].append(0 if not ffn_on else (ffn.unit_gate.num_kept() if ffn.unit_gate is not None
-                                                           else ffn.output_dense.in_features))
+            out["heads"].append(0 if not att_on else
+                                (att.head_gate.num_kept() if att.head_gate is not None
+                                 else att.num_heads))
+            out["ffn_units"].append(0 if not ffn_on else
+                                    (ffn.unit_gate.num_kept() if ffn.unit_gate is not None
+                                     else ffn.output_dense.in_features))
         return out
 
 
@@ -809,8 +828,9 @@ def load(path: str, map_location="cpu") -> Tuple[MaskedWavLM, dict]:
     """Inverse of `save`: returns (model, extra). Needs no original checkpoint."""
     payload = read_checkpoint(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise ValueError(f"{path} is not a model file written by wavlm_masked.save() (no format tag "
-                         f"{FILE_FORMAT!r}); to import a pretrained checkpoint use pretrained.load_pretrained()")
+        raise ValueError(f"{path} is not a model file written by wavlm_masked.save() (no format "
+                         f"tag {FILE_FORMAT!r}); to import a pretrained checkpoint use "
+                         f"pretrained.load_pretrained()")
     model = MaskedWavLM(WavLMConfig.from_dict(payload["config"]))
     load_state_exactly(model, payload["state_dict"], path)
     return model, payload["extra"]
@@ -831,9 +851,11 @@ def read_checkpoint(path, map_location="cpu"):
         # torch.save writes a zip archive (magic "PK\x03\x04"); torch < 1.6 wrote a bare
         # pickle stream (first byte 0x80, the pickle protocol marker).
         is_torch_file = head == b"PK\x03\x04" or head[:1] == b"\x80"
-        if is_torch_file and isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
-            why = ("it holds pickled Python objects other than tensors and plain containers, which are "
-                   "refused because loading them can run code; save a plain state dict instead")
+        if (is_torch_file and isinstance(e, pickle.UnpicklingError)
+                and "Weights only load failed" in str(e)):
+            why = ("it holds pickled Python objects other than tensors and plain containers, "
+                   "which are refused because loading them can run code; save a plain state "
+                   "dict instead")
         elif is_torch_file:
             why = "it is truncated or damaged (download or copy it again)"
         else:
@@ -851,9 +873,11 @@ def load_state_exactly(model: nn.Module, state_dict: dict, source: str):
     if missing or unexpected or shapes:
         msg = [f"checkpoint {source} does not match the model architecture:"]
         if missing:
-            msg.append(f"  missing keys ({len(missing)}): {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+            msg.append(f"  missing keys ({len(missing)}): "
+                       f"{missing[:20]}{' ...' if len(missing) > 20 else ''}")
         if unexpected:
-            msg.append(f"  unexpected keys ({len(unexpected)}): {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+            msg.append(f"  unexpected keys ({len(unexpected)}): "
+                       f"{unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
         if shapes:
             msg.append(f"  shape mismatches ({len(shapes)}): {shapes[:20]}")
         raise ValueError("\n".join(msg))
