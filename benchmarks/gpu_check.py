@@ -61,7 +61,8 @@ import torchaudio
 
 from common import machine_header, macs, pruned_pair, time_interleaved  # puts the root on sys.path
 import classifier  # SSL -> pooling head -> loss head
-from pretrained import load_pretrained, perturb_norms_and_biases_, torchaudio_wavlm  # (root on sys.path)
+# (root on sys.path)
+from pretrained import load_pretrained, perturb_norms_and_biases_, torchaudio_wavlm
 from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,18 +93,21 @@ class Section:
     def _add(self, **row):
         row = dict(section=self.name, **row)
         self.rows.append(row)
-        shown = {"passed": "PASS", "failed": "FAIL", "skipped": "skip", "info": "info"}[row["status"]]
+        shown = {"passed": "PASS", "failed": "FAIL", "skipped": "skip",
+                 "info": "info"}[row["status"]]
         if row.get("goal"):
             shown = f"goal {row['goal']}"
         extra = row.get("reason") or row.get("limit") or ""
-        print(f"  [{shown:>12}] {row['check']}: {row['result']}" + (f"   ({extra})" if extra else ""), flush=True)
+        print(f"  [{shown:>12}] {row['check']}: {row['result']}"
+              + (f"   ({extra})" if extra else ""), flush=True)
 
     def check(self, check, value, ok, result=None, limit=""):
         self._add(check=check, value=value, result=result if result is not None else _fmt(value),
                   limit=limit, status="passed" if ok else "failed")
 
     def info(self, check, value, result=None, goal=None, goal_met=None):
-        row = dict(check=check, value=value, result=result if result is not None else _fmt(value), status="info")
+        row = dict(check=check, value=value, result=result if result is not None else _fmt(value),
+                   status="info")
         if goal is not None:
             row.update(limit=goal, goal="met" if goal_met else "NOT met")
         self._add(**row)
@@ -112,13 +116,14 @@ class Section:
         self._add(check=check, value=None, result="-", status="skipped", reason=reason)
 
     def to_dict(self):
-        return dict(name=self.name, status=self.status, error=self.error, seconds=round(self.seconds, 2),
-                    rows=self.rows, traceback=self.traceback)
+        return dict(name=self.name, status=self.status, error=self.error,
+                    seconds=round(self.seconds, 2), rows=self.rows, traceback=self.traceback)
 
 
 def _fmt(value):
     if isinstance(value, float):
-        return f"{value:.3g}" if (value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)) else f"{value:.4f}"
+        return f"{value:.3g}" if (value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)) \
+            else f"{value:.4f}"
     return str(value)
 
 
@@ -130,11 +135,13 @@ def run_section(name, fn, ctx):
     try:
         fn(sec, ctx)
         statuses = {r["status"] for r in sec.rows}
-        sec.status = "failed" if "failed" in statuses else ("skipped" if statuses == {"skipped"} else "passed")
+        sec.status = "failed" if "failed" in statuses else ("skipped" if statuses == {"skipped"}
+                                                            else "passed")
     except Exception as e:               # noqa: BLE001 (a first GPU run must report, not stop)
         sec.status, sec.error = "failed", f"{type(e).__name__}: {e}"
         sec.traceback = traceback.format_exc()
-        print(f"  FAILED: {sec.error}\n" + "".join(sec.traceback.splitlines(True)[-12:]), flush=True)
+        print(f"  FAILED: {sec.error}\n" + "".join(sec.traceback.splitlines(True)[-12:]),
+              flush=True)
     finally:
         sec.seconds = time.perf_counter() - t0
         free_memory(ctx.device)
@@ -254,12 +261,14 @@ def oracle_torchaudio(sec, ctx):
     if ctx.quick:
         configs = [("tiny, post-LN", WavLMConfig.tiny()),
                    ("tiny, pre-LN + LayerNorm extractor",
-                    WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True))]
+                    WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True,
+                                     conv_bias=True))]
         batch, seconds = 2, 1.0
     else:
         configs = [("WavLM Base", WavLMConfig.wavlm_base()),
                    ("tiny, pre-LN + LayerNorm extractor",
-                    WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True))]
+                    WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True,
+                                     conv_bias=True))]
         batch, seconds = 4, 4.0
     for label, cfg in configs:
         torch.manual_seed(ctx.seed)
@@ -268,14 +277,16 @@ def oracle_torchaudio(sec, ctx):
         ref = ref.to(dev)
         n_ref = sum(p.numel() for p in ref.parameters())
         sec.check(f"{label}: parameter count ours == torchaudio", ours.num_params(),
-                  ours.num_params() == n_ref, result=f"{ours.num_params():,} vs {n_ref:,}", limit="equal")
+                  ours.num_params() == n_ref, result=f"{ours.num_params():,} vs {n_ref:,}",
+                  limit="equal")
         x = torch.randn(batch, int(seconds * SAMPLE_RATE), device=dev)
         with torch.no_grad(), exact_fp32():
             expected, _ = ref.extract_features(x)                        # the L layer outputs
             got, _ = ours(x)
             if cfg.layer_norm_first:
                 expected[-1] = ref.encoder.transformer.layer_norm(expected[-1])
-            first = ref.encoder.transformer._preprocess(ref.encoder._preprocess(ref.feature_extractor(x, None)[0])[0])
+            first = ref.encoder.transformer._preprocess(
+                ref.encoder._preprocess(ref.feature_extractor(x, None)[0])[0])
         diff = max([max_diff(got[0], first)] + [max_diff(a, b) for a, b in zip(got[1:], expected)])
         sec.check(f"{label}: max |ours - torchaudio| over {len(got)} hidden states, "
                   f"batch {batch} x {seconds:g} s, fp32 on {dev.type}", diff,
@@ -291,7 +302,8 @@ def pruned_equals_masked(sec, ctx):
     one (LayerNorm extractor, whose statistics over kept channels only are trap 1 of
     wavlm_masked.py, and pre-LN)."""
     dev = ctx.device
-    large_like = WavLMConfig.tiny(num_layers=6, extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True)
+    large_like = WavLMConfig.tiny(num_layers=6, extractor_mode="layer_norm", layer_norm_first=True,
+                                  conv_bias=True)
     pairs = [("tiny, 6 layers", WavLMConfig.tiny(num_layers=6))] if ctx.quick else \
         [("WavLM Base+", WavLMConfig.wavlm_base_plus())]
     pairs.append(("tiny Large-like, 6 layers", large_like))
@@ -302,14 +314,16 @@ def pruned_equals_masked(sec, ctx):
         sparsity = 1 - pruned.num_params() / dense.num_params()
         pc = pruned.config
         sec.info(f"{label}: structure removed", sparsity,
-                 result=f"sparsity {sparsity:.3f} ({dense.num_params():,} -> {pruned.num_params():,} params; "
+                 result=f"sparsity {sparsity:.3f} "
+                        f"({dense.num_params():,} -> {pruned.num_params():,} params; "
                         f"attention blocks kept {sum(pc.attention_blocks)}/{pc.num_layers}, "
                         f"FFN blocks kept {sum(pc.ffn_blocks)}/{pc.num_layers})")
         # The eval-mode size, computed on the device, equals the pruned model's count.
         with torch.no_grad():
             size = int(masked.expected_num_params().item())
         sec.check(f"{label}: eval expected_num_params() on {dev.type} == pruned num_params()", size,
-                  size == pruned.num_params(), result=f"{size:,} vs {pruned.num_params():,}", limit="equal")
+                  size == pruned.num_params(), result=f"{size:,} vs {pruned.num_params():,}",
+                  limit="equal")
         n = int(seconds * SAMPLE_RATE)
         torch.manual_seed(ctx.seed)
         x = torch.randn(2, n, device=dev)
@@ -318,8 +332,9 @@ def pruned_equals_masked(sec, ctx):
             a, fa = masked(x, lengths)
             b, fb = pruned(x, lengths)
         diff = max(max_diff(u, v) for u, v in zip(a, b))
-        sec.check(f"{label}: max |masked - pruned| over {len(a)} hidden states, batch 2 x {seconds:g} s "
-                  f"(one padded), fp32 on {dev.type}", diff, diff <= PRUNED_TOL and torch.equal(fa, fb),
+        sec.check(f"{label}: max |masked - pruned| over {len(a)} hidden states, "
+                  f"batch 2 x {seconds:g} s (one padded), fp32 on {dev.type}", diff,
+                  diff <= PRUNED_TOL and torch.equal(fa, fb),
                   limit=f"<= {PRUNED_TOL:g}")
         masked.cpu(), pruned.cpu()                # the Base+ pair is reused by inference_speedup
         del a, b, x
@@ -350,8 +365,10 @@ def bf16_autocast(sec, ctx):
     params0 = ssl.num_params()
     gate_kinds = sorted({type(g).__name__ for g in ssl.gates().values()})
     sec.info(f"{label}: gated model", len(ssl.gates()),
-             result=f"{len(ssl.gates())} {'/'.join(gate_kinds)} groups on {', '.join(cfg.prune_units)}; "
-                    f"SSL {params0:,} params, head {sum(p.numel() for p in model.head.parameters()):,}")
+             result=f"{len(ssl.gates())} {'/'.join(gate_kinds)} groups "
+                    f"on {', '.join(cfg.prune_units)}; "
+                    f"SSL {params0:,} params, "
+                    f"head {sum(p.numel() for p in model.head.parameters()):,}")
     waves = torch.randn(batch, int(seconds * SAMPLE_RATE), device=dev)
     labels = torch.randint(0, num_classes, (batch,), device=dev)
     lambdas = torch.tensor([0.5, 0.5], device=dev, requires_grad=True)
@@ -372,20 +389,23 @@ def bf16_autocast(sec, ctx):
             loss = task_loss.float() + reg
         loss.backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-        return dict(emb=emb.detach(), task_loss=task_loss.detach(), size=size.detach(), reg=reg.detach(),
-                    loss=loss.detach(), grads={n: g.clone() for n, g in grads.items()},
+        return dict(emb=emb.detach(), task_loss=task_loss.detach(), size=size.detach(),
+                    reg=reg.detach(), loss=loss.detach(),
+                    grads={n: g.clone() for n, g in grads.items()},
                     n_params=sum(1 for _ in model.parameters()), lambda_grad=lambdas.grad.clone())
 
     low = step("bf16")
     full = step("none")
     lowp = (torch.bfloat16, torch.float16)
-    sec.info(f"{label}: embedding dtype under autocast", str(low["emb"].dtype).replace("torch.", ""))
+    sec.info(f"{label}: embedding dtype under autocast",
+             str(low["emb"].dtype).replace("torch.", ""))
     for name in ("size", "reg", "task_loss", "loss"):
-        what = {"size": "expected_num_params()", "reg": "Lagrangian regulariser", "task_loss": "task loss",
-                "loss": "total loss"}[name]
+        what = {"size": "expected_num_params()", "reg": "Lagrangian regulariser",
+                "task_loss": "task loss", "loss": "total loss"}[name]
         dt = low[name].dtype
         sec.check(f"{label}: {what} dtype under bf16 autocast", str(dt).replace("torch.", ""),
-                  dt not in lowp and bool(torch.isfinite(low[name]).all()), limit="fp32 or fp64, finite")
+                  dt not in lowp and bool(torch.isfinite(low[name]).all()),
+                  limit="fp32 or fp64, finite")
     sec.check(f"{label}: model size under autocast == fp32 pass", low["size"].item(),
               low["size"].item() == full["size"].item(),
               result=f"{low['size'].item():,.2f} vs {full['size'].item():,.2f}", limit="equal")
@@ -399,10 +419,12 @@ def bf16_autocast(sec, ctx):
     dtypes = sorted({str(g.dtype).replace("torch.", "") for g in gate_grads})
     sec.check(f"{label}: gate-logit gradients under bf16", ",".join(dtypes),
               dtypes == ["float32"] and any(bool((g != 0).any()) for g in gate_grads),
-              result=f"dtype {','.join(dtypes)}, non-zero in {sum(bool((g != 0).any()) for g in gate_grads)}"
+              result=f"dtype {','.join(dtypes)}, "
+                     f"non-zero in {sum(bool((g != 0).any()) for g in gate_grads)}"
                      f"/{len(gate_grads)} groups", limit="float32, non-zero")
     sec.check(f"{label}: multiplier gradients under bf16", low["lambda_grad"].tolist(),
-              low["lambda_grad"].dtype == torch.float32 and bool(torch.isfinite(low["lambda_grad"]).all()),
+              low["lambda_grad"].dtype == torch.float32
+              and bool(torch.isfinite(low["lambda_grad"]).all()),
               result=f"{low['lambda_grad'].tolist()} (fp32 pass {full['lambda_grad'].tolist()})",
               limit="float32, finite")
     e16, e32 = low["emb"].float(), full["emb"]
@@ -410,10 +432,12 @@ def bf16_autocast(sec, ctx):
     rel = diff / e32.abs().max().item()
     cos = torch.nn.functional.cosine_similarity(e16, e32, dim=1).min().item()
     sec.info(f"{label}: max |emb(bf16) - emb(fp32)|, batch {batch} x {seconds:g} s", diff,
-             result=f"{diff:.3g} (relative to max |emb|: {rel:.3g}); task loss {low['task_loss'].item():.4f} "
+             result=f"{diff:.3g} (relative to max |emb|: {rel:.3g}); "
+                    f"task loss {low['task_loss'].item():.4f} "
                     f"vs {full['task_loss'].item():.4f}")
     sec.check(f"{label}: min cosine(emb(bf16), emb(fp32)) over the batch", cos,
-              math.isfinite(cos) and cos >= MIN_BF16_COSINE, result=f"{cos:.6f}", limit=f">= {MIN_BF16_COSINE}")
+              math.isfinite(cos) and cos >= MIN_BF16_COSINE, result=f"{cos:.6f}",
+              limit=f">= {MIN_BF16_COSINE}")
 
 
 def train_throughput(sec, ctx):
@@ -469,11 +493,14 @@ def train_throughput(sec, ctx):
         return step
 
     variants = {"torchaudio": ("torchaudio", "none"), "ours, no gates": ("ours, no gates", "none"),
-                "ours, gated": ("ours, gated", "expected"), "ours, gated+deploy": ("ours, gated", "deployed")}
+                "ours, gated": ("ours, gated", "expected"),
+                "ours, gated+deploy": ("ours, gated", "deployed")}
     sec.info(f"{label}: setup", params0,
-             result=f"{params0 / 1e6:.1f}M params, batch {batch} x {seconds:g} s, warm-up {warmup}, "
+             result=f"{params0 / 1e6:.1f}M params, batch {batch} x {seconds:g} s, "
+                    f"warm-up {warmup}, "
                     f"{reps} interleaved reps, median; {len(gated.gates())} gate groups; "
-                    f"TF32 matmul {torch.get_float32_matmul_precision()}, cuDNN TF32 {torch.backends.cudnn.allow_tf32}"
+                    f"TF32 matmul {torch.get_float32_matmul_precision()}, "
+                    f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}"
                     + ("; quick mode: the times are a rehearsal, not results" if ctx.quick else ""))
     for amp in ("none", "bf16"):
         prec = "fp32" if amp == "none" else "bf16"
@@ -491,7 +518,8 @@ def train_throughput(sec, ctx):
         ratio = med["ours, gated"] / med["torchaudio"]
         check = f"{label}: gate overhead {prec}, gated / torchaudio"
         if not cuda:
-            sec.skip(check, f"{NEEDS_CUDA}: the goal is stated for the GPU (bench_core.py measures the CPU)")
+            sec.skip(check, f"{NEEDS_CUDA}: the goal is stated for the GPU "
+                            f"(bench_core.py measures the CPU)")
         elif ctx.quick:
             sec.skip(check, "quick mode: the goal is stated for WavLM Base+ at batch 32 x 3 s")
         else:
@@ -505,8 +533,10 @@ def train_throughput(sec, ctx):
                 continue
             extra = peak_step_bytes(fns[v], dev)
             total = state_bytes(models[m], opts[m]) + extra
-            sec.info(check, round(mib(total)), result=f"{mib(total):,.0f} MiB (weights + AdamW state "
-                                                      f"{mib(total - extra):,.0f} + step peak {mib(extra):,.0f})")
+            sec.info(check, round(mib(total)), result=f"{mib(total):,.0f} MiB "
+                                                      f"(weights + AdamW state "
+                                                      f"{mib(total - extra):,.0f} "
+                                                      f"+ step peak {mib(extra):,.0f})")
         del fns
         free_memory(dev)
 
@@ -536,16 +566,19 @@ def inference_speedup(sec, ctx):
             def run(model, x=x, amp=amp):
                 with torch.inference_mode(), classifier.autocast(dev, amp):
                     model(x)
-            med = time_device({"dense": lambda: run(dense), "pruned": lambda: run(pruned)}, warmup, reps, dev)
-            check = f"{label} at sparsity {sparsity:.2f}: inference {prec}, batch {batch} x {seconds:g} s"
+            med = time_device({"dense": lambda: run(dense), "pruned": lambda: run(pruned)},
+                              warmup, reps, dev)
+            check = (f"{label} at sparsity {sparsity:.2f}: inference {prec}, "
+                     f"batch {batch} x {seconds:g} s")
             if amp == "bf16" and not cuda:
                 sec.skip(check, f"{NEEDS_CUDA}: bf16 autocast speed means nothing on a CPU "
                                 f"(the forward ran here only to rehearse the code)")
                 continue
             speedup = med["dense"] / med["pruned"]
             sec.info(check, speedup, result=f"dense {1000 * med['dense']:.1f} ms -> pruned "
-                                            f"{1000 * med['pruned']:.1f} ms: {speedup:.2f}x; MAC ratio "
-                                            f"{mac_ratio:.2f}x (efficiency {speedup / mac_ratio:.2f})")
+                                            f"{1000 * med['pruned']:.1f} ms: {speedup:.2f}x; "
+                                            f"MAC ratio {mac_ratio:.2f}x "
+                                            f"(efficiency {speedup / mac_ratio:.2f})")
         del x
         free_memory(dev)
     dense.cpu(), pruned.cpu()
@@ -560,7 +593,8 @@ def train_toy(sec, ctx):
     if os.path.exists(out):
         shutil.rmtree(out)
     cmd = [sys.executable, os.path.join(ROOT_DIR, "train.py"), "--data", "toy", "--target", "0.7",
-           "--device", ctx.device.type, "--amp", "bf16", "--out", out, "--cache-dir", cache, "--no-progress"]
+           "--device", ctx.device.type, "--amp", "bf16", "--out", out, "--cache-dir", cache,
+           "--no-progress"]
     if ctx.quick:
         cmd += ["--toy-size", "tiny", "--steps", "4", "--batch-size", "2", "--crop-seconds", "0.5",
                 "--eval-every", "0", "--num-workers", "0"]
@@ -579,8 +613,9 @@ def train_toy(sec, ctx):
     with open(log_path) as f:
         tail = "".join(f.readlines()[-15:])
     if rc is None:
-        sec.check("train.py finished", wall, False, result=f"killed after {wall:.1f} s (--train-timeout "
-                                                           f"{ctx.train_timeout:g}); log tail:\n{tail}",
+        sec.check("train.py finished", wall, False,
+                  result=f"killed after {wall:.1f} s (--train-timeout "
+                         f"{ctx.train_timeout:g}); log tail:\n{tail}",
                   limit="exit code 0")
         return
     sec.check("train.py exit code", rc, rc == 0, result=f"{rc} after {wall:.1f} s wall"
@@ -589,19 +624,23 @@ def train_toy(sec, ctx):
         return
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
-    sec.info("wall time (script-measured, incl. start-up and toy generation)", wall, result=f"{wall:.1f} s")
+    sec.info("wall time (script-measured, incl. start-up and toy generation)", wall,
+             result=f"{wall:.1f} s")
     sec.info("report.json: seconds", report["seconds"], result=f"{report['seconds']:.1f} s")
     ms = steps_per_second(os.path.join(out, "log.jsonl"))
     if ms is not None:
         sec.info("training loop", ms[0], result=f"{1000 * ms[0]:.1f} ms/step over {ms[1]} steps "
                                                 f"(from log.jsonl, evaluations included)")
     if ctx.quick:
-        sec.info("report.json: sparsity (4 steps: not meant to reach the target)", report["sparsity"])
+        sec.info("report.json: sparsity (4 steps: not meant to reach the target)",
+                 report["sparsity"])
     else:
         ok = abs(report["sparsity"] - 0.7) <= 0.02
-        sec.check("report.json: sparsity of the exported model", report["sparsity"], ok, limit="0.7 +- 0.02")
+        sec.check("report.json: sparsity of the exported model", report["sparsity"], ok,
+                  limit="0.7 +- 0.02")
     sec.info("report.json: EER (pruned / masked), test set " + str(report.get("test_set")),
-             report["eer_pruned"], result=f"{100 * report['eer_pruned']:.2f} % / {100 * report['eer_masked']:.2f} %"
+             report["eer_pruned"], result=f"{100 * report['eer_pruned']:.2f} % / "
+                                          f"{100 * report['eer_masked']:.2f} %"
                                           f", minDCF {report['min_dcf_pruned']:.3f}")
     sec.info("report.json: max |score masked - score pruned|", report["max_score_diff"])
     sec.info("report.json: pruned vs dense inference speed-up", report["speedup"],
@@ -615,7 +654,8 @@ def steps_per_second(log_path):
         rows = [r for r in rows if "task_loss" in r and "seconds" in r]
         if len(rows) < 2:
             return None
-        return (rows[-1]["seconds"] - rows[0]["seconds"]) / (rows[-1]["step"] - rows[0]["step"]), len(rows)
+        return ((rows[-1]["seconds"] - rows[0]["seconds"]) / (rows[-1]["step"] - rows[0]["step"]),
+                len(rows))
     except (OSError, ValueError, KeyError):
         return None
 
@@ -631,10 +671,12 @@ def device_description(device):
     if device.type != "cuda":
         return f"device  : CPU (torch.cuda.is_available() = {torch.cuda.is_available()})"
     p = torch.cuda.get_device_properties(device)
-    return (f"device  : {p.name}, {p.total_memory / 2 ** 30:.1f} GiB, compute capability {p.major}.{p.minor}, "
+    return (f"device  : {p.name}, {p.total_memory / 2 ** 30:.1f} GiB, "
+            f"compute capability {p.major}.{p.minor}, "
             f"{p.multi_processor_count} SMs, bf16 {torch.cuda.is_bf16_supported()}\n"
             f"CUDA    : torch {torch.__version__} built for CUDA {torch.version.cuda}, "
-            f"cuDNN {torch.backends.cudnn.version()}, driver-visible devices {torch.cuda.device_count()}")
+            f"cuDNN {torch.backends.cudnn.version()}, "
+            f"driver-visible devices {torch.cuda.device_count()}")
 
 
 def summary_table(sections):
@@ -647,12 +689,14 @@ def summary_table(sections):
         if s.error or not s.rows:
             lines.append(f"{s.name:<{w}}  {s.status.upper():<12}  {s.error or 'no rows'}")
         for r in s.rows:
-            status = {"passed": "PASS", "failed": "FAIL", "skipped": "skipped", "info": ""}[r["status"]]
+            status = {"passed": "PASS", "failed": "FAIL", "skipped": "skipped",
+                      "info": ""}[r["status"]]
             if r.get("goal"):
                 status = f"goal {r['goal']}"
             extra = r.get("reason") or r.get("limit") or ""
             result = r["result"].splitlines()[0] if r["result"] else ""
-            lines.append(f"{s.name:<{w}}  {status:<12}  {r['check']}: {result}" + (f"   [{extra}]" if extra else ""))
+            lines.append(f"{s.name:<{w}}  {status:<12}  {r['check']}: {result}"
+                         + (f"   [{extra}]" if extra else ""))
     lines.append("-" * 100)
     for s in sections:
         lines.append(f"{s.name:<{w}}  {s.status.upper():<12}  {s.seconds:6.1f} s")
@@ -664,13 +708,17 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cuda (the point of the script) or cpu (rehearsal, with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (the CPU rehearsal)")
-    p.add_argument("--json", default="gpu_check.json", help="where to write the results (default gpu_check.json)")
-    p.add_argument("--out", help="folder for the train.py run and its toy corpus (default: a temporary "
-                                 "folder, deleted at the end)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list from {','.join(SECTIONS)}")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and few repetitions (the CPU rehearsal)")
+    p.add_argument("--json", default="gpu_check.json",
+                   help="where to write the results (default gpu_check.json)")
+    p.add_argument("--out", help="folder for the train.py run and its toy corpus "
+                                 "(default: a temporary folder, deleted at the end)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma list from {','.join(SECTIONS)}")
     p.add_argument("--sparsity", type=float, default=0.70, help="sparsity of the pruned/dense pair")
-    p.add_argument("--train-timeout", type=float, default=300.0, help="seconds before train.py is stopped")
+    p.add_argument("--train-timeout", type=float, default=300.0,
+                   help="seconds before train.py is stopped")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     chosen = [s for s in args.sections.split(",") if s]
@@ -678,7 +726,8 @@ def main(argv=None):
     if unknown:
         p.error(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("no CUDA device is visible; on a machine without a GPU rehearse with --device cpu --quick")
+        p.error("no CUDA device is visible; on a machine without a GPU rehearse with "
+                "--device cpu --quick")
 
     ctx = argparse.Namespace(device=torch.device(args.device), quick=args.quick, seed=args.seed,
                              sparsity=args.sparsity, train_timeout=args.train_timeout)
@@ -689,8 +738,8 @@ def main(argv=None):
     else:
         ctx.out = tmp = tempfile.mkdtemp(prefix="gpu_check_")
     print(machine_header(f"torchaudio {torchaudio.__version__}\n{device_description(ctx.device)}"))
-    print(f"mode    : {'quick (tiny sizes)' if args.quick else 'full (real sizes)'} on {args.device}; "
-          f"outputs in {ctx.out}")
+    print(f"mode    : {'quick (tiny sizes)' if args.quick else 'full (real sizes)'} "
+          f"on {args.device}; outputs in {ctx.out}")
     t0 = time.perf_counter()
     sections = []
 
@@ -701,12 +750,14 @@ def main(argv=None):
         goals_missed = [f"{r['section']}: {r['check']}" for s in sections for r in s.rows
                         if r.get("goal") == "NOT met"]
         result = dict(passed=finished and not failed, finished=finished, failed_sections=failed,
-                      goals_missed=goals_missed, seconds=round(time.perf_counter() - t0, 1), quick=args.quick,
+                      goals_missed=goals_missed, seconds=round(time.perf_counter() - t0, 1),
+                      quick=args.quick,
                       device=args.device, argv=sys.argv[1:],
                       machine=dict(header=machine_header(), device=device_description(ctx.device),
                                    torch=torch.__version__, torchaudio=torchaudio.__version__,
                                    cuda=torch.version.cuda,
-                                   gpu=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else None),
+                                   gpu=torch.cuda.get_device_name(ctx.device)
+                                   if ctx.device.type == "cuda" else None),
                       sections=[s.to_dict() for s in sections])
         tmp_json = args.json + ".tmp"
         with open(tmp_json, "w") as f:
