@@ -62,11 +62,16 @@ def parse_args(argv=None):
                    help="which toy corpus (fixed apart from --seed, so runs stay comparable)")
     p.add_argument("--toy-size", choices=["default", "tiny"], default="default",
                    help="'tiny' makes a toy corpus of a few files, for smoke tests")
-    p.add_argument("--ssl", help="'tiny', a short name (wavlm_base_plus, ...) or a checkpoint path")
-    p.add_argument("--target", type=float, default=0.7,
-                   help="target sparsity of the SSL model, in [0, 1)")
-    p.add_argument("--prune-units", default=",".join(PRUNE_UNITS),
-                   help=f"comma list from {PRUNE_UNITS}")
+    p.add_argument("--ssl", help="'tiny', 'tiny-small:S' (a dense tiny-family model with as "
+                                 "many parameters as the tiny model pruned to sparsity S, trained "
+                                 "from scratch without gates), a short name (wavlm_base_plus, ...) "
+                                 "or a checkpoint path")
+    p.add_argument("--target", type=float,
+                   help="target sparsity of the SSL model, in [0, 1) (default 0.7; 0 with "
+                        "--ssl tiny-small:S)")
+    p.add_argument("--prune-units",
+                   help=f"comma list from {PRUNE_UNITS} (default: all; none with --ssl "
+                        "tiny-small:S)")
     p.add_argument("--sparsity-warmup", type=float,
                    help="epochs over which the target rises from 0")
     p.add_argument("--sparsity-schedule", choices=["linear", "cosine"], help="target warm-up shape")
@@ -117,6 +122,19 @@ def parse_args(argv=None):
     for key, value in recipe.items():                  # fill what the user did not set
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    small = small_sparsity(args.ssl)
+    if small is False:
+        p.error(f"--ssl {args.ssl}: write tiny-small:S with a sparsity S in (0, 1), "
+                "e.g. tiny-small:0.7")
+    if small is not None:                      # the small dense baseline: nothing to prune
+        if args.target not in (None, 0.0) or (args.prune_units or "").strip(","):
+            p.error(f"--ssl {args.ssl} trains a dense model without gates: leave out --target "
+                    "and --prune-units (or pass --target 0 --prune-units '')")
+        args.target, args.prune_units = 0.0, ""
+    if args.target is None:
+        args.target = 0.7
+    if args.prune_units is None:
+        args.prune_units = ",".join(PRUNE_UNITS)
     if not 0.0 <= args.target < 1.0:
         p.error(f"--target must lie in [0, 1), got {args.target}")
     units = [u for u in args.prune_units.split(",") if u]
@@ -135,11 +153,25 @@ def parse_args(argv=None):
         p.error("--steps and --batch-size must be at least 1")
     if not 0.0 <= args.settle_frac < 0.5:
         p.error(f"--settle-frac must lie in [0, 0.5), got {args.settle_frac}")
-    if args.ssl not in ("tiny", *pretrained.PRETRAINED_FILES) and not os.path.exists(args.ssl):
+    if (small is None and args.ssl not in ("tiny", *pretrained.PRETRAINED_FILES)
+            and not os.path.exists(args.ssl)):
         p.error(f"--ssl {args.ssl}: no such file or folder, and not one of "
-                f"tiny, {', '.join(pretrained.PRETRAINED_FILES)}")
+                f"tiny, tiny-small:S, {', '.join(pretrained.PRETRAINED_FILES)}")
     if args.re_export and not args.resume:
         p.error("--re-export goes with --resume")
     if args.out is None:
-        args.out = os.path.join("runs", f"{args.data}_t{args.target:g}")
+        args.out = os.path.join("runs", f"{args.data}_small{small:g}" if small is not None
+                                else f"{args.data}_t{args.target:g}")
     return args
+
+
+def small_sparsity(ssl):
+    """For --ssl tiny-small:S, the sparsity S whose size the small dense model matches;
+    None for any other --ssl, False for a malformed tiny-small name."""
+    if not isinstance(ssl, str) or not ssl.startswith("tiny-small"):
+        return None
+    try:
+        s = float(ssl.split(":", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    return s if 0.0 < s < 1.0 else False

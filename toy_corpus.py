@@ -55,7 +55,7 @@ import torchaudio
 
 SR = 16000          # must equal data.SAMPLE_RATE (checked in the tests)
 N_FFT, HOP = 512, 128   # 32-ms window, 8-ms hop: the synthesizer's frame grid
-VERSION = 2         # bump when the synthesizer changes, to invalidate caches
+VERSION = 3         # bump when the synthesizer changes, to invalidate caches
 MARKER = "TOY_CORPUS.json"
 
 # Corpus sizes. "default" is sized for the 10-minute CPU budget of the full toy
@@ -63,9 +63,13 @@ MARKER = "TOY_CORPUS.json"
 SIZES = {
     "sv": {
         # 40 train speakers x 3 sessions x 4 utts = 480 files (~24 min audio);
-        # 10 test speakers x 4 sessions x 3 utts = 120 files; 600 trials.
+        # 24 test speakers x 4 sessions x 3 utts = 288 files; 2,400 trials (1,200 target
+        # out of the 1,296 cross-session pairs), so that one trial moves the EER by at
+        # most 1/1200 = 0.08 points: differences between systems of a point or two can
+        # then be told from noise. (Version 2 had 10 test speakers and 600 trials:
+        # 0.33 points per trial.) The test side adds ~15 s of embedding per evaluation.
         "default": dict(train_spk=40, train_sess=3, train_utt=4,
-                        test_spk=10, test_sess=4, test_utt=3, trials=600, dur=(2.0, 4.0)),
+                        test_spk=24, test_sess=4, test_utt=3, trials=2400, dur=(2.0, 4.0)),
         "tiny": dict(train_spk=3, train_sess=2, train_utt=2,
                      test_spk=3, test_sess=2, test_utt=2, trials=12, dur=(0.6, 1.0)),
     },

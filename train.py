@@ -45,7 +45,7 @@ import pretrained
 import run_folder
 from classifier import (Classifier, HeadConfig, autocast, resolve_device, save_classifier,
                         utterance_scorer)
-from recipes import RECIPES, parse_args  # noqa: F401  (RECIPES: the defaults of each --data)
+from recipes import RECIPES, parse_args, small_sparsity  # noqa: F401  (RECIPES: the defaults)
 from wavlm_masked import MaskedWavLM, WavLMConfig
 
 # ------------------------------------------------------------------------ small parts
@@ -97,6 +97,12 @@ def lr_factor(step, warmup_steps, total_steps, lr, final_lr):
 def build_ssl(args) -> MaskedWavLM:
     """The gated SSL model: pretrained, or the random tiny one. Seeded, so that the gate
     (and tiny model) initialisation is the same on every run and every rank."""
+    small = small_sparsity(args.ssl)
+    if small:    # the baseline "train a small model instead": dense, as large as the pruned one
+        dense = MaskedWavLM(WavLMConfig.tiny()).num_params()
+        config = WavLMConfig.tiny_small(round((1.0 - small) * dense))
+        torch.manual_seed(args.seed)
+        return MaskedWavLM(config)
     torch.manual_seed(args.seed)
     if args.ssl == "tiny":
         return MaskedWavLM(WavLMConfig.tiny(prune_units=args.prune_units))

@@ -40,7 +40,7 @@ import copy
 import math
 import os
 import pickle
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -168,6 +168,36 @@ class WavLMConfig:
                  (64, 2, 2)]
         return cls(**{**dict(conv_layers=convs, hidden_size=128, num_layers=4, num_heads=4,
                              ffn_dim=512, pos_conv_kernel=16, pos_conv_groups=4), **kw})
+
+    @classmethod
+    def tiny_small(cls, target_params: int, **kw):
+        """A dense model of the tiny family with about `target_params` parameters: the
+        "train a small model instead" baseline for a pruned tiny model of that size.
+
+        There are many small models of a given size; this one keeps as much of the tiny
+        model's shape as the budget allows and shrinks, in this order, the FFN width
+        (the cheapest unit to give up, and the one pruning removes first), the number of
+        layers, the CNN channels, and last the hidden size (which also shrinks every
+        other part: attention, positional convolution, projection). Each candidate keeps
+        32-dim attention heads and an FFN between 1x and 4x the hidden size (the tiny
+        model's ratio), and the FFN width is solved so that the count hits the target:
+        it is linear in the width, so two counts give the slope. The first candidate
+        that works, in the order above, is returned; it lands within one FFN unit per
+        layer (~0.1%) of the target. Below ~70k parameters nothing fits: ValueError.
+        """
+        for hidden in (128, 96, 64):
+            for channels in (64, 48, 32):
+                for layers in (4, 3, 2, 1):
+                    base = cls.tiny(**{**dict(hidden_size=hidden, num_heads=hidden // 32, num_layers=layers,
+                                              conv_layers=[(channels, k, s) for _, k, s in cls.tiny().conv_layers]),
+                                       **kw})
+                    n1 = MaskedWavLM(replace(base, ffn_dim=1, ffn_dims=None)).num_params()
+                    n2 = MaskedWavLM(replace(base, ffn_dim=2, ffn_dims=None)).num_params()
+                    ffn = round(1 + (target_params - n1) / (n2 - n1))
+                    if hidden <= ffn <= 4 * hidden:
+                        return replace(base, ffn_dim=ffn, ffn_dims=None)
+        raise ValueError(f"no model of the tiny family has {target_params:,} parameters "
+                         f"(the smallest has about 70k)")
 
 
 # ----------------------------------------------------------------------- small pieces
