@@ -353,6 +353,8 @@ def main(argv=None):
         with ThreadPoolExecutor(args.jobs) as pool:
             for (kind, target, seed), what, took in pool.map(lambda j: execute(args, j[0]), todo):
                 failed += what.startswith("failed")
+                if what == "not started":
+                    continue
                 print(f"{kind} t={target:g} seed={seed}: {what} ({took:.0f} s, {time.time() - t0:.0f} s so far)",
                       flush=True)
         if failed:
