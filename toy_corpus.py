@@ -25,16 +25,30 @@ a random smooth EQ, band limits, reverberation, additive noise and gain; and
 the speaker's state a little (F0, effort, rate). That is what makes the toy
 SV task non-trivial: MFCC means mostly measure the channel.
 
-Spoofs (CM) are vocoder resyntheses of freshly synthesized bona fide speech,
-then passed through the same random channels as bona fide speech:
+Spoofs (CM) are resyntheses of freshly synthesized bona fide speech, then passed
+through the same random channels as bona fide speech:
   A01  mel spectrogram (80 bands) -> Griffin-Lim phase reconstruction;
   A02  LPC vocoder: all-pole envelope + pulse/noise excitation;
+  A04  high-band regeneration: the bona fide signal itself below a cut-off of
+       2.5-4.5 kHz, and above it an over-smoothed magnitude with noise phase
+       (what bandwidth extension in codecs and many neural vocoders do);
   A03  cepstral vocoder: liftered log-spectrum envelope + mixed excitation
-       (pulses below a cut-off, noise above). Held out of train and dev: it
-       appears only in eval, for the unseen-attack condition.
-All three also over-smooth the spectral trajectories in time, as statistical
-TTS / voice-conversion models do, and none has the source's jitter, shimmer
-or glottal pulse shape.
+       (pulses below a cut-off, noise above). Unseen: eval only;
+  A05  envelope conversion: the bona fide LPC residual (which keeps the
+       source's jitter, shimmer and pulse shape) through a frequency-warped,
+       lightly over-smoothed envelope, as a voice-conversion system that maps
+       the vocal tract and keeps the excitation. Unseen: eval only.
+A01-A03 over-smooth the spectral trajectories in time, as statistical TTS /
+VC models do, and lack the source's jitter, shimmer and pulse shape: they are
+easy for a trained model. A04 and A05 share most of the bona fide signal chain
+(the source, and in A04 the whole low band), so their traces are subtle.
+Eval also differs in its transmission: 60% of the eval files, bona fide and
+spoof alike, pass through a codec that train and dev never show: narrow-band
+telephony (8 kHz resampling, 8-bit mu-law) or a transform codec (spectral
+bins more than 30 dB under the frame's peak dropped, magnitudes quantized in
+2-dB steps). The codec both removes attack traces (the narrow band hides A04)
+and adds artifacts of its own to bona fide speech. (Version 2 had A01-A03 and
+no codecs; a trained model reached 0% EER on every split.)
 
 Everything is deterministic from the seed: each file has its own numpy
 generator seeded by (seed, corpus, role, indices), so files do not depend on
@@ -75,12 +89,14 @@ SIZES = {
     },
     "cm": {
         # per split: speakers, bona fide utts per speaker, spoofs per attack.
-        # train 200 bona + 200 spoof; dev 60 + 60; eval 80 + 160 (80 unseen).
-        "default": dict(train=(20, 10, {"A01": 100, "A02": 100}),
-                        dev=(6, 10, {"A01": 30, "A02": 30}),
-                        eval=(8, 10, {"A01": 40, "A02": 40, "A03": 80}), dur=(2.0, 4.0)),
-        "tiny": dict(train=(2, 3, {"A01": 2, "A02": 2}), dev=(1, 2, {"A01": 1, "A02": 1}),
-                     eval=(1, 2, {"A01": 1, "A02": 1, "A03": 2}), dur=(0.6, 1.0)),
+        # train 240 bona + 240 spoof; dev 60 + 60; eval 200 + 300 (160 unseen), so that
+        # one eval trial moves the EER by at most 0.5 points.
+        "default": dict(train=(24, 10, {"A01": 80, "A02": 80, "A04": 80}),
+                        dev=(6, 10, {"A01": 20, "A02": 20, "A04": 20}),
+                        eval=(20, 10, {"A01": 40, "A02": 40, "A04": 60, "A03": 60, "A05": 100}),
+                        dur=(2.0, 4.0), eval_codec_p=0.6),
+        "tiny": dict(train=(2, 3, {"A01": 1, "A02": 1, "A04": 2}), dev=(1, 2, {"A01": 1, "A04": 1}),
+                     eval=(1, 2, {"A01": 1, "A04": 1, "A03": 1, "A05": 1}), dur=(0.6, 1.0), eval_codec_p=0.6),
     },
 }
 
@@ -392,7 +408,7 @@ def _levinson(r, order):
 
 
 # Frames (8 ms each) of temporal over-smoothing per attack.
-SMOOTHING = {"A01": 3, "A02": 5, "A03": 4}
+SMOOTHING = {"A01": 3, "A02": 5, "A03": 4, "A04": 3, "A05": 2}
 _MEL = torchaudio.transforms.MelScale(80, SR, n_stft=N_FFT // 2 + 1)
 _MEL_PINV = torch.linalg.pinv(_MEL.fb.T.double())           # (bins, mels)
 
@@ -419,6 +435,20 @@ def vocode(x, f0, voiced, attack, rng):
         a = _levinson(r, 18)
         env = torch.from_numpy(1 / np.abs(np.fft.rfft(a, N_FFT, axis=1)).T)
         E = _stft(_excitation(f0, voiced, n, rng))
+    elif attack == "A04":                                    # high-band regeneration
+        hi = torch.from_numpy(_FREQS >= rng.uniform(2500, 4500))[:, None]
+        N = _stft(rng.normal(0, 1, n))
+        Y = torch.where(hi, _oversmooth(X.abs(), width) * N / (N.abs() + 1e-12), X)
+        return _istft(Y, n)
+    elif attack == "A05":                                    # envelope conversion, source kept
+        r = np.fft.irfft((X.abs() ** 2).T.numpy(), N_FFT, axis=1)[:, :19]
+        r[:, 0] = r[:, 0] * (1 + 1e-3) + 1e-9
+        env = 1 / np.abs(np.fft.rfft(_levinson(r, 18), N_FFT, axis=1))      # (frames, bins)
+        warp = rng.uniform(1.05, 1.12) ** rng.choice([-1, 1])             # longer or shorter tract
+        warped = np.stack([np.interp(_FREQS / warp, _FREQS, e) for e in env])
+        residual = X / torch.from_numpy(env.T)               # the source, whitened
+        Y = residual * _oversmooth(torch.from_numpy(warped.T), width)
+        return _istft(_match_energy(Y, X, 1), n)
     elif attack == "A03":                                    # cepstral, mixed excitation
         logmag = torch.log(X.abs() + 1e-6)
         c = torch.fft.irfft(logmag, N_FFT, dim=0)
@@ -428,6 +458,39 @@ def vocode(x, f0, voiced, attack, rng):
     else:
         raise ValueError(f"unknown attack {attack}")
     return _istft(_match_energy(E * _oversmooth(env, width), X, width), n)
+
+
+# ----------------------------------------------------------------------------
+# transmission codecs (eval only): a condition train and dev never show
+
+CODECS = ("narrowband", "transform")
+
+
+def apply_codec(y, codec, rng):
+    """A lossy transmission of a finished file y (float32, [-1, 1]).
+
+    narrowband  telephony: resampled to 8 kHz and back (nothing above 4 kHz survives)
+                and 8-bit mu-law quantization;
+    transform   a crude perceptual codec: STFT bins more than 30 dB under the frame's
+                peak are dropped and the rest quantized to 2-dB steps of magnitude,
+                with a random 0-1 dB offset of the grid per file.
+    """
+    x = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    if codec == "narrowband":
+        nb = torchaudio.functional.resample(x, SR, 8000)
+        q = torchaudio.functional.mu_law_encoding(nb.clamp(-1, 1), 256)
+        out = torchaudio.functional.resample(torchaudio.functional.mu_law_decoding(q, 256), 8000, SR)
+        out = out[: len(x)].double().numpy()
+    elif codec == "transform":
+        X = _stft(x.double().numpy())
+        db = 20 * torch.log10(X.abs() + 1e-9)
+        keep = db > db.max(0, keepdim=True).values - 30
+        offset = rng.uniform(0, 1)
+        q = torch.round((db - offset) / 2) * 2 + offset
+        out = _istft(torch.where(keep, 10 ** (q / 20) * X / (X.abs() + 1e-12), 0 * X), len(x))
+    else:
+        raise ValueError(f"unknown codec {codec}")
+    return np.clip(out / (np.abs(out).max() + 1e-9) * np.abs(y).max(), -1, 1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
@@ -544,13 +607,14 @@ def make_toy_sv(root, seed=0, size="default"):
 CM_SPLITS = {"train": ("T", "flac_T", "ASVspoof5.train.tsv"),
              "dev": ("D", "flac_D", "ASVspoof5.dev.track_1.tsv"),
              "eval": ("E", "flac_E_eval", "ASVspoof5.eval.track_1.tsv")}
-ATTACK_TAGS = {"A01": "AC1", "A02": "AC2", "A03": "AC3"}
+ATTACK_TAGS = {"A01": "AC1", "A02": "AC2", "A03": "AC3", "A04": "AC4", "A05": "AC5"}
 
 
 def make_toy_cm(root, seed=0, size="default"):
     """Write an ASVspoof5-style CM corpus to root: flac_T/, flac_D/,
     flac_E_eval/ and the three ASVspoof5.*.tsv protocols (10 columns).
-    Speakers are disjoint across splits; attack A03 appears only in eval."""
+    Speakers are disjoint across splits; attacks A03 and A05 and the codecs appear
+    only in eval (the codec is named in the protocol's CODEC column)."""
     cfg = SIZES["cm"][size]
 
     def build(tmp):
@@ -573,11 +637,15 @@ def make_toy_cm(root, seed=0, size="default"):
                     wave = vocode(wave, f0, vg, attack, rng)
                     wave = wave / (np.abs(wave).max() + 1e-9)
                 fid = f"{prefix}_{num:010d}"
-                sf.write(os.path.join(tmp, folder, fid + ".flac"),
-                         apply_channel(wave, make_channel(rng, "cm"), rng), SR, subtype="PCM_16")
+                y = apply_channel(wave, make_channel(rng, "cm"), rng)
+                codec = "-"
+                if split == "eval" and rng.random() < cfg["eval_codec_p"]:
+                    codec = CODECS[rng.integers(len(CODECS))]
+                    y = apply_codec(y, codec, rng)
+                sf.write(os.path.join(tmp, folder, fid + ".flac"), y, SR, subtype="PCM_16")
                 key = "bonafide" if attack == "bonafide" else "spoof"
                 tag = "-" if key == "bonafide" else ATTACK_TAGS[attack]
-                lines.append(f"{prefix}_{i:04d} {fid} {spks[i]['gender']} - - - "
+                lines.append(f"{prefix}_{i:04d} {fid} {spks[i]['gender']} {codec} - - "
                              f"{tag} {attack} {key} -\n")
             with open(os.path.join(tmp, proto), "w") as fh:
                 fh.writelines(lines)

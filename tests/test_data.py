@@ -349,6 +349,87 @@ def test_toy_generation_is_deterministic(tmp_path):
         assert not [f for f in same if f.endswith((".wav", ".flac"))]
 
 
+def _stub_synthesis(monkeypatch):
+    """Replace the audio work of the toy generators by near-silence, so that the layout
+    and trial lists of the full-size corpora can be checked in a second."""
+    monkeypatch.setattr(toy_corpus, "synthesize",
+                        lambda spk, rng, seconds: (np.full(int(seconds * SR), 0.1), None, None))
+    monkeypatch.setattr(toy_corpus, "apply_channel", lambda x, ch, rng: x[:SR // 2].astype(np.float32))
+    monkeypatch.setattr(toy_corpus.sf, "write", lambda path, *a, **k: open(path, "w").close())
+
+
+def test_default_sv_corpus_can_tell_systems_apart(tmp_path, monkeypatch):
+    """The default toy SV test side: 20+ test speakers and enough balanced trials that one
+    trial moves the EER by at most 0.1 points; the trial list is the same on every build."""
+    _stub_synthesis(monkeypatch)
+    cfg = toy_corpus.SIZES["sv"]["default"]
+    assert cfg["test_spk"] >= 20 and cfg["trials"] >= 2000
+    lists = []
+    for k in "ab":
+        info = toy_corpus.make_toy_sv(str(tmp_path / k), seed=0)
+        assert info["counts"]["trials"] == cfg["trials"] and info["counts"]["test_speakers"] == cfg["test_spk"]
+        lists.append((tmp_path / k / "veri_test2.txt").read_text())
+    assert lists[0] == lists[1]
+    trials = [line.split() for line in lists[0].splitlines()]
+    targets = sum(t[0] == "1" for t in trials)
+    assert targets * 2 == len(trials) and 100 / targets <= 0.1       # points of EER per trial
+    assert len({t[1] for t in trials} | {t[2] for t in trials}) > 200
+
+
+def test_default_cm_corpus_layout(tmp_path, monkeypatch):
+    """Two unseen attacks and codecs in eval only; one eval trial moves the EER by <= 0.5 points."""
+    _stub_synthesis(monkeypatch)
+    monkeypatch.setattr(toy_corpus, "vocode", lambda x, f0, vg, attack, rng: x)
+    toy_corpus.make_toy_cm(str(tmp_path / "cm"), seed=0)
+    spec = data.load_asvspoof5(str(tmp_path / "cm"))
+    assert spec.unseen_attacks == ["A03", "A05"]
+    n_bona = sum(label for _, label in spec.eval_items)
+    assert 100 / n_bona <= 0.5
+    codecs = {split: {line.split()[3] for line in (tmp_path / "cm" / proto).read_text().splitlines()}
+              for split, (_, _, proto) in toy_corpus.CM_SPLITS.items()}
+    assert codecs["train"] == codecs["dev"] == {"-"} and codecs["eval"] == {"-", *toy_corpus.CODECS}
+
+
+@pytest.mark.slow
+def test_default_toy_corpora_are_deterministic(tmp_path):
+    """The full-size corpora, twice, byte for byte (about a minute on one core)."""
+    for make in (toy_corpus.make_toy_sv, toy_corpus.make_toy_cm):
+        a, b = (str(tmp_path / f"{make.__name__}_{k}") for k in "ab")
+        make(a, seed=0)
+        make(b, seed=0)
+        files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs
+                       if f != toy_corpus.MARKER)
+        assert len(files) > 700
+        same, diff, err = filecmp.cmpfiles(a, b, files, shallow=False)
+        assert same == files, (diff[:5], err[:5])
+
+
+def test_codecs_keep_length_and_level():
+    rng = np.random.default_rng(0)
+    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR) + 0.05 * rng.normal(0, 1, SR)).astype(np.float32)
+    for codec in toy_corpus.CODECS:
+        out = toy_corpus.apply_codec(y, codec, np.random.default_rng(1))
+        assert out.shape == y.shape and out.dtype == np.float32
+        assert abs(np.abs(out).max() - np.abs(y).max()) < 1e-3
+        assert np.corrcoef(out, y)[0, 1] > 0.8                       # lossy, but the same signal
+    spectrum = np.abs(np.fft.rfft(toy_corpus.apply_codec(y, "narrowband", rng)))
+    assert spectrum[5000:].sum() < 0.02 * spectrum.sum()           # nothing above 4 kHz (1 Hz bins)
+
+
+def test_new_attacks_keep_the_bona_fide_chain():
+    """A04 keeps the signal below its cut-off; A05 keeps the source, so the two stay close
+    to the bona fide waveform, unlike the vocoders."""
+    spk = toy_corpus.make_speaker(np.random.default_rng(3))
+    x, f0, vg = toy_corpus.synthesize(spk, np.random.default_rng(4), 1.0)
+    X = np.abs(np.fft.rfft(x))
+    for attack in ("A01", "A02", "A03", "A04", "A05"):
+        y = toy_corpus.vocode(x, f0, vg, attack, np.random.default_rng(5))
+        assert y.shape == x.shape and np.isfinite(y).all()
+    y = toy_corpus.vocode(x, f0, vg, "A04", np.random.default_rng(5))
+    low = np.fft.rfftfreq(len(x), 1 / SR) < 2000
+    assert np.corrcoef(np.abs(np.fft.rfft(y))[low], X[low])[0, 1] > 0.9
+
+
 def test_toy_sets_parse_with_real_loaders(tmp_path):
     sv = data.prepare_data("toy", cache_dir=str(tmp_path), seed=1, toy_size="tiny")
     cfg = toy_corpus.SIZES["sv"]["tiny"]
@@ -365,8 +446,8 @@ def test_toy_sets_parse_with_real_loaders(tmp_path):
     assert lo * SR <= len(x) <= hi * SR and 0.05 < x.abs().max() <= 1
 
     cm = data.prepare_data("toy_spoof", cache_dir=str(tmp_path), seed=1, toy_size="tiny")
-    assert cm.unseen_attacks == ["A03"] and cm.eval_names() == ["dev", "eval", "eval_unseen"]
-    assert {a for a in cm.eval_attacks} == {"bonafide", "A01", "A02", "A03"}
+    assert cm.unseen_attacks == ["A03", "A05"] and cm.eval_names() == ["dev", "eval", "eval_unseen"]
+    assert {a for a in cm.eval_attacks} == {"bonafide", "A01", "A04", "A03", "A05"}
     n_bona = sum(l for _, l in cm.train_items)
     assert 0 < n_bona < len(cm.train_items)
 
