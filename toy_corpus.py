@@ -29,24 +29,25 @@ Spoofs (CM) are resyntheses of freshly synthesized bona fide speech, then passed
 through the same random channels as bona fide speech:
   A01  mel spectrogram (80 bands) -> Griffin-Lim phase reconstruction;
   A02  LPC vocoder: all-pole envelope + pulse/noise excitation;
-  A04  high-band regeneration: the bona fide signal itself below a cut-off of
-       2.5-4.5 kHz, and above it an over-smoothed magnitude with noise phase
-       (what bandwidth extension in codecs and many neural vocoders do);
+  A04  hybrid vocoder: the bona fide signal itself below a random cut-off of
+       0.5-3 kHz, and above it the LPC vocoder of A02 (jitter-free pulses);
   A03  cepstral vocoder: liftered log-spectrum envelope + mixed excitation
        (pulses below a cut-off, noise above). Unseen: eval only;
-  A05  envelope conversion: the bona fide LPC residual (which keeps the
-       source's jitter, shimmer and pulse shape) through a frequency-warped,
-       lightly over-smoothed envelope, as a voice-conversion system that maps
-       the vocal tract and keeps the excitation. Unseen: eval only.
+  A05  voice conversion that keeps part of the source: the bona fide LPC
+       residual (with the source's jitter, shimmer and pulse shape) mixed with
+       a share of 20-80% of jitter-free vocoder pulses, through a
+       frequency-warped, coarser (LPC order 10), over-smoothed envelope.
+       Unseen: eval only.
 A01-A03 over-smooth the spectral trajectories in time, as statistical TTS /
 VC models do, and lack the source's jitter, shimmer and pulse shape: they are
-easy for a trained model. A04 and A05 share most of the bona fide signal chain
-(the source, and in A04 the whole low band), so their traces are subtle.
+easy for a trained model. A04 and A05 keep part of the bona fide signal chain
+(the low band, or part of the source), in amounts drawn per file, so their
+traces range from plain to faint.
 Eval also differs in its transmission: 60% of the eval files, bona fide and
 spoof alike, pass through a codec that train and dev never show: narrow-band
 telephony (8 kHz resampling, 8-bit mu-law) or a transform codec (spectral
 bins more than 30 dB under the frame's peak dropped, magnitudes quantized in
-2-dB steps). The codec both removes attack traces (the narrow band hides A04)
+2-dB steps). The codec both removes attack traces (the narrow band removes most of A04's vocoded band)
 and adds artifacts of its own to bona fide speech. (Version 2 had A01-A03 and
 no codecs; a trained model reached 0% EER on every split.)
 
@@ -408,7 +409,7 @@ def _levinson(r, order):
 
 
 # Frames (8 ms each) of temporal over-smoothing per attack.
-SMOOTHING = {"A01": 3, "A02": 5, "A03": 4, "A04": 3, "A05": 2}
+SMOOTHING = {"A01": 3, "A02": 5, "A03": 4, "A04": 5, "A05": 4}
 _MEL = torchaudio.transforms.MelScale(80, SR, n_stft=N_FFT // 2 + 1)
 _MEL_PINV = torch.linalg.pinv(_MEL.fb.T.double())           # (bins, mels)
 
@@ -435,20 +436,24 @@ def vocode(x, f0, voiced, attack, rng):
         a = _levinson(r, 18)
         env = torch.from_numpy(1 / np.abs(np.fft.rfft(a, N_FFT, axis=1)).T)
         E = _stft(_excitation(f0, voiced, n, rng))
-    elif attack == "A04":                                    # high-band regeneration
-        hi = torch.from_numpy(_FREQS >= rng.uniform(2500, 4500))[:, None]
-        N = _stft(rng.normal(0, 1, n))
-        Y = torch.where(hi, _oversmooth(X.abs(), width) * N / (N.abs() + 1e-12), X)
-        return _istft(Y, n)
-    elif attack == "A05":                                    # envelope conversion, source kept
+    elif attack in ("A04", "A05"):
         r = np.fft.irfft((X.abs() ** 2).T.numpy(), N_FFT, axis=1)[:, :19]
         r[:, 0] = r[:, 0] * (1 + 1e-3) + 1e-9
         env = 1 / np.abs(np.fft.rfft(_levinson(r, 18), N_FFT, axis=1))      # (frames, bins)
+        E = _stft(_excitation(f0, voiced, n, rng))           # jitter-free pulses, noise when unvoiced
+        E = E / (E.abs().pow(2).mean(0, keepdim=True).sqrt() + 1e-12)
+        residual = X / torch.from_numpy(env.T)               # the bona fide source, whitened
+        residual = residual / (residual.abs().pow(2).mean(0, keepdim=True).sqrt() + 1e-12)
+        if attack == "A04":                                  # hybrid: vocoded above a cut-off
+            hi = torch.from_numpy(_FREQS >= rng.uniform(500, 3000))[:, None]
+            V = _match_energy(E * _oversmooth(torch.from_numpy(env.T), width), X, width)
+            return _istft(torch.where(hi, V, X), n)
+        rho = rng.uniform(0.2, 0.8)                          # A05: share of vocoder excitation
+        coarse = 1 / np.abs(np.fft.rfft(_levinson(r, 10), N_FFT, axis=1))  # broader formants
         warp = rng.uniform(1.05, 1.12) ** rng.choice([-1, 1])             # longer or shorter tract
-        warped = np.stack([np.interp(_FREQS / warp, _FREQS, e) for e in env])
-        residual = X / torch.from_numpy(env.T)               # the source, whitened
-        Y = residual * _oversmooth(torch.from_numpy(warped.T), width)
-        return _istft(_match_energy(Y, X, 1), n)
+        warped = np.stack([np.interp(_FREQS / warp, _FREQS, e) for e in coarse])
+        source = (1 - rho) * residual + rho * E
+        return _istft(_match_energy(source * _oversmooth(torch.from_numpy(warped.T), width), X, 1), n)
     elif attack == "A03":                                    # cepstral, mixed excitation
         logmag = torch.log(X.abs() + 1e-6)
         c = torch.fft.irfft(logmag, N_FFT, dim=0)
