@@ -7,8 +7,8 @@ the same size trained from scratch, the answer to "why prune a big model at all?
 
     python sweep.py --data toy --targets 0,0.3,0.5,0.7,0.9 --seeds 3
     python sweep.py --data toy_spoof --targets 0,0.1,0.3,0.5 --seeds 3 --jobs 2
-    python sweep.py --data toy --seeds 1 --steps 40 --toy-size tiny   # other flags go to train.py
-    python sweep.py --data toy --report-only                            # table and plot of what is done
+    python sweep.py --data toy --seeds 1 --steps 40 --toy-size tiny    # other flags: train.py
+    python sweep.py --data toy --report-only       # the table and plot of the finished runs
 
 Each run is a train.py process (nothing imports train.py) with one compute thread, in
 <out>/<kind>_t<target>_seed<seed>/, where kind is "pruned" (target 0: the dense model,
@@ -23,7 +23,8 @@ made by a different command is an error rather than silently mixed in. Runs are 
 seed by seed, so an interrupted sweep has whole curves for its first seeds.
 
 Outputs in <out> (default runs/sweep_<data>):
-  results.csv       one row per run and test set (kind, target, seed, sparsity, params, EER, minDCF, seconds)
+  results.csv       one row per run and test set (kind, target, seed, sparsity, params, EER,
+                    minDCF, seconds)
   results.md        the table: mean and spread over seeds per (kind, target) and test set
   eer_vs_params.png EER against SSL parameters with error bars; the paper's numbers beside it
 """
@@ -46,18 +47,20 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # The paper's sweep: WavLM Base+ fine-tuned and pruned on VoxCeleb2-dev, Vox1-O EER (%), parameters
 # including the MHFA head (the authors' released plot data; README "The paper's numbers").
-PAPER_SV = [(0.0, 95.6, 0.761), (0.3, 67.3, 0.675), (0.5, 48.4, 0.760), (0.7, 29.6, 0.803), (0.9, 10.6, 1.596)]
+PAPER_SV = [(0.0, 95.6, 0.761), (0.3, 67.3, 0.675), (0.5, 48.4, 0.760), (0.7, 29.6, 0.803),
+            (0.9, 10.6, 1.596)]
 # Anti-spoofing: the one number the paper gives, WavLM Base at 10% sparsity on ASVspoof5 eval.
 PAPER_CM = [(0.1, None, 3.758)]
 
 # Flags that the sweep sets itself, per run.
-OWN_FLAGS = ("--target", "--seed", "--out", "--resume", "--re-export", "--threads", "--data", "--prune-units")
+OWN_FLAGS = ("--target", "--seed", "--out", "--resume", "--re-export", "--threads", "--data",
+             "--prune-units")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                epilog="Any other flag (e.g. --steps, --toy-size, --cache-dir, --toy-seed) "
-                                       "is passed on to every train.py run.")
+                                epilog="Any other flag (e.g. --steps, --toy-size, --cache-dir, "
+                                       "--toy-seed) is passed on to every train.py run.")
     p.add_argument("--data", required=True, help="a train.py --data (toy, toy_spoof, vox2, ...)")
     p.add_argument("--targets", default="0,0.3,0.5,0.7,0.9", help="comma list of target sparsities")
     p.add_argument("--seeds", type=int, default=3, help="runs per target, with --seed 0..N-1")
@@ -65,11 +68,13 @@ def parse_args(argv=None):
     p.add_argument("--no-small-dense", action="store_true",
                    help="leave out the small dense models trained from scratch")
     p.add_argument("--spread", choices=["std", "minmax"], default="std",
-                   help="what the table gives beside the mean: the sample standard deviation over seeds, "
-                        "or the range min-max")
+                   help="what the table gives beside the mean: the sample standard deviation "
+                        "over seeds, or the range min-max")
     p.add_argument("--out", help="sweep folder (default runs/sweep_<data>)")
-    p.add_argument("--report-only", action="store_true", help="run nothing; tabulate the finished runs")
-    p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing; tabulate the finished runs")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the commands of the runs still to do")
     args, extra = p.parse_known_args(argv)
     own = [a for a in extra if a.split("=")[0] in OWN_FLAGS]
     if own:
@@ -159,8 +164,8 @@ def stop_runs(signum, frame):
     """Ctrl-C or SIGTERM: pass the signal on to the runs in flight (each finishes its step,
     writes a checkpoint and exits) and start no new one; the same command continues."""
     if not STOPPING:
-        print(f"\n{signal.Signals(signum).name}: stopping the runs in flight at a checkpoint; run the same "
-              "command again to continue", flush=True)
+        print(f"\n{signal.Signals(signum).name}: stopping the runs in flight at a checkpoint; "
+              "run the same command again to continue", flush=True)
     STOPPING.append(signum)
     for proc in list(RUNNING.values()):
         if proc.poll() is None:
@@ -180,14 +185,16 @@ def execute(args, job):
     cmd = command(args, kind, target, seed)
     with open(os.path.join(d, "sweep.json"), "w") as fh:
         json.dump({"command": cmd}, fh)
-    full = [sys.executable, os.path.join(ROOT, "train.py"), *cmd] + (["--resume"] if state == "resume" else [])
+    full = [sys.executable, os.path.join(ROOT, "train.py"), *cmd]
+    full += ["--resume"] if state == "resume" else []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
     with open(os.path.join(d, "train.out"), "a") as log:
         log.write(f"$ {' '.join(full)}\n")
         log.flush()
         # A process group of its own: a Ctrl-C reaches the run through stop_runs only, once.
-        proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
         RUNNING[proc.pid] = proc
         code = proc.wait()
         RUNNING.pop(proc.pid)
@@ -209,10 +216,11 @@ def collect(args):
             continue
         with open(path) as fh:
             r = json.load(fh)
+        # A small model is dense (its own sparsity is 0): count it against the tiny model.
+        sparsity = 1 - r["params_after"] / tiny_params() if kind == "small" else r["sparsity"]
         for name, m in r["pruned"].items():
             rows.append(dict(kind=kind, target=target, seed=seed, test_set=name,
-                             sparsity=round(1 - r["params_after"] / tiny_params(), 4) if kind == "small"
-                             else round(r["sparsity"], 4),
+                             sparsity=round(sparsity, 4),
                              params=r["params_after"], eer=m["eer"], min_dcf=m["min_dcf"],
                              seconds=r["seconds"]))
     return rows
@@ -267,7 +275,8 @@ def table(rows, how):
             cells += [f"{m:.2f}{t}", f"{d:.3f}{dt}"]
         cells += [str(len(first)), f"{np.mean([r['seconds'] for r in first]) / 60:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("mean ± sample standard deviation over seeds" if how == "std" else "mean (min–max over seeds)")
+    note = ("mean ± sample standard deviation over seeds" if how == "std"
+            else "mean (min–max over seeds)")
     return "\n".join(lines) + f"\n\nEER and minDCF: {note}; one value where there is one seed. " \
         "SSL params: the exported WavLM without the back-end head.\n"
 
@@ -295,10 +304,12 @@ def plot(rows, path, data, how):
             label = f"{s}, pruned in situ" if kind == "pruned" else f"{s}, small dense from scratch"
             ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=label)
             for (t, _), xi, yi in zip(pts, x, y):
-                ax.annotate(f"{t:g}", (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7)
+                ax.annotate(f"{t:g}", (xi, yi), textcoords="offset points", xytext=(3, 4),
+                            fontsize=7)
     ax.set_xlabel("SSL parameters (thousands)")
     ax.set_ylabel("EER (%)")
-    ax.set_title(f"this library, --data {data} ({'std' if how == 'std' else 'min–max'} over seeds)", fontsize=9)
+    ax.set_title(f"this library, --data {data} ({'std' if how == 'std' else 'min–max'} "
+                 "over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     if sv:
@@ -341,11 +352,12 @@ def main(argv=None):
     if not args.report_only:
         todo = [(job, status(args, *job)) for job in runs]
         todo = [(job, s) for job, s in todo if s != "done"]
-        print(f"{len(runs)} runs in {args.out}: {len(runs) - len(todo)} finished, {len(todo)} to do, "
-              f"{args.jobs} at a time")
+        print(f"{len(runs)} runs in {args.out}: {len(runs) - len(todo)} finished, "
+              f"{len(todo)} to do, {args.jobs} at a time")
         if args.dry_run:
             for job, s in todo:
-                print("python train.py " + " ".join(command(args, *job)) + (" --resume" if s == "resume" else ""))
+                print("python train.py " + " ".join(command(args, *job))
+                      + (" --resume" if s == "resume" else ""))
             return 0
         t0, failed = time.time(), 0
         signal.signal(signal.SIGINT, stop_runs)
@@ -355,8 +367,8 @@ def main(argv=None):
                 failed += what.startswith("failed")
                 if what == "not started":
                     continue
-                print(f"{kind} t={target:g} seed={seed}: {what} ({took:.0f} s, {time.time() - t0:.0f} s so far)",
-                      flush=True)
+                print(f"{kind} t={target:g} seed={seed}: {what} ({took:.0f} s, "
+                      f"{time.time() - t0:.0f} s so far)", flush=True)
         if failed:
             print(f"{failed} run(s) failed; run the same command again to retry them")
         if STOPPING:

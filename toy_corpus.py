@@ -30,12 +30,12 @@ through the same random channels as bona fide speech:
   A01  mel spectrogram (80 bands) -> Griffin-Lim phase reconstruction;
   A02  LPC vocoder: all-pole envelope + pulse/noise excitation;
   A04  hybrid vocoder: the bona fide signal itself below a random cut-off of
-       0.5-3 kHz, and above it the LPC vocoder of A02 (jitter-free pulses);
+       0.3-1.5 kHz, and above it the LPC vocoder of A02 (jitter-free pulses);
   A03  cepstral vocoder: liftered log-spectrum envelope + mixed excitation
        (pulses below a cut-off, noise above). Unseen: eval only;
   A05  voice conversion that keeps part of the source: the bona fide LPC
        residual (with the source's jitter, shimmer and pulse shape) mixed with
-       a share of 20-80% of jitter-free vocoder pulses, through a
+       a share of 30-90% of jitter-free vocoder pulses, through a
        frequency-warped, coarser (LPC order 10), over-smoothed envelope.
        Unseen: eval only.
 A01-A03 over-smooth the spectral trajectories in time, as statistical TTS /
@@ -47,9 +47,10 @@ Eval also differs in its transmission: 60% of the eval files, bona fide and
 spoof alike, pass through a codec that train and dev never show: narrow-band
 telephony (8 kHz resampling, 8-bit mu-law) or a transform codec (spectral
 bins more than 30 dB under the frame's peak dropped, magnitudes quantized in
-2-dB steps). The codec both removes attack traces (the narrow band removes most of A04's vocoded band)
-and adds artifacts of its own to bona fide speech. (Version 2 had A01-A03 and
-no codecs; a trained model reached 0% EER on every split.)
+2-dB steps). The codec both removes attack traces (the narrow band removes
+most of A04's vocoded band) and adds artifacts of its own to bona fide speech.
+(Version 2 had A01-A03 and no codecs; a trained model reached 0% EER on every
+split.)
 
 Everything is deterministic from the seed: each file has its own numpy
 generator seeded by (seed, corpus, role, indices), so files do not depend on
@@ -97,7 +98,8 @@ SIZES = {
                         eval=(20, 10, {"A01": 40, "A02": 40, "A04": 60, "A03": 60, "A05": 100}),
                         dur=(2.0, 4.0), eval_codec_p=0.6),
         "tiny": dict(train=(2, 3, {"A01": 1, "A02": 1, "A04": 2}), dev=(1, 2, {"A01": 1, "A04": 1}),
-                     eval=(1, 2, {"A01": 1, "A04": 1, "A03": 1, "A05": 1}), dur=(0.6, 1.0), eval_codec_p=0.6),
+                     eval=(1, 2, {"A01": 1, "A04": 1, "A03": 1, "A05": 1}), dur=(0.6, 1.0),
+                     eval_codec_p=0.6),
     },
 }
 
@@ -440,20 +442,21 @@ def vocode(x, f0, voiced, attack, rng):
         r = np.fft.irfft((X.abs() ** 2).T.numpy(), N_FFT, axis=1)[:, :19]
         r[:, 0] = r[:, 0] * (1 + 1e-3) + 1e-9
         env = 1 / np.abs(np.fft.rfft(_levinson(r, 18), N_FFT, axis=1))      # (frames, bins)
-        E = _stft(_excitation(f0, voiced, n, rng))           # jitter-free pulses, noise when unvoiced
+        E = _stft(_excitation(f0, voiced, n, rng))           # jitter-free pulses (noise unvoiced)
         E = E / (E.abs().pow(2).mean(0, keepdim=True).sqrt() + 1e-12)
         residual = X / torch.from_numpy(env.T)               # the bona fide source, whitened
         residual = residual / (residual.abs().pow(2).mean(0, keepdim=True).sqrt() + 1e-12)
         if attack == "A04":                                  # hybrid: vocoded above a cut-off
-            hi = torch.from_numpy(_FREQS >= rng.uniform(500, 3000))[:, None]
+            hi = torch.from_numpy(_FREQS >= rng.uniform(300, 1500))[:, None]
             V = _match_energy(E * _oversmooth(torch.from_numpy(env.T), width), X, width)
             return _istft(torch.where(hi, V, X), n)
-        rho = rng.uniform(0.2, 0.8)                          # A05: share of vocoder excitation
+        rho = rng.uniform(0.3, 0.9)                          # A05: share of vocoder excitation
         coarse = 1 / np.abs(np.fft.rfft(_levinson(r, 10), N_FFT, axis=1))  # broader formants
         warp = rng.uniform(1.05, 1.12) ** rng.choice([-1, 1])             # longer or shorter tract
         warped = np.stack([np.interp(_FREQS / warp, _FREQS, e) for e in coarse])
         source = (1 - rho) * residual + rho * E
-        return _istft(_match_energy(source * _oversmooth(torch.from_numpy(warped.T), width), X, 1), n)
+        Y = source * _oversmooth(torch.from_numpy(warped.T), width)
+        return _istft(_match_energy(Y, X, 1), n)
     elif attack == "A03":                                    # cepstral, mixed excitation
         logmag = torch.log(X.abs() + 1e-6)
         c = torch.fft.irfft(logmag, N_FFT, dim=0)
@@ -484,7 +487,8 @@ def apply_codec(y, codec, rng):
     if codec == "narrowband":
         nb = torchaudio.functional.resample(x, SR, 8000)
         q = torchaudio.functional.mu_law_encoding(nb.clamp(-1, 1), 256)
-        out = torchaudio.functional.resample(torchaudio.functional.mu_law_decoding(q, 256), 8000, SR)
+        decoded = torchaudio.functional.mu_law_decoding(q, 256)
+        out = torchaudio.functional.resample(decoded, 8000, SR)
         out = out[: len(x)].double().numpy()
     elif codec == "transform":
         X = _stft(x.double().numpy())

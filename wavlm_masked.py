@@ -188,9 +188,9 @@ class WavLMConfig:
         for hidden in (128, 96, 64):
             for channels in (64, 48, 32):
                 for layers in (4, 3, 2, 1):
-                    base = cls.tiny(**{**dict(hidden_size=hidden, num_heads=hidden // 32, num_layers=layers,
-                                              conv_layers=[(channels, k, s) for _, k, s in cls.tiny().conv_layers]),
-                                       **kw})
+                    convs = [(channels, k, s) for _, k, s in cls.tiny().conv_layers]
+                    base = cls.tiny(**{**dict(hidden_size=hidden, num_heads=hidden // 32,
+                                              num_layers=layers, conv_layers=convs), **kw})
                     n1 = MaskedWavLM(replace(base, ffn_dim=1, ffn_dims=None)).num_params()
                     n2 = MaskedWavLM(replace(base, ffn_dim=2, ffn_dims=None)).num_params()
                     ffn = round(1 + (target_params - n1) / (n2 - n1))

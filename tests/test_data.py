@@ -354,7 +354,8 @@ def _stub_synthesis(monkeypatch):
     and trial lists of the full-size corpora can be checked in a second."""
     monkeypatch.setattr(toy_corpus, "synthesize",
                         lambda spk, rng, seconds: (np.full(int(seconds * SR), 0.1), None, None))
-    monkeypatch.setattr(toy_corpus, "apply_channel", lambda x, ch, rng: x[:SR // 2].astype(np.float32))
+    monkeypatch.setattr(toy_corpus, "apply_channel",
+                        lambda x, ch, rng: x[:SR // 2].astype(np.float32))
     monkeypatch.setattr(toy_corpus.sf, "write", lambda path, *a, **k: open(path, "w").close())
 
 
@@ -367,7 +368,8 @@ def test_default_sv_corpus_can_tell_systems_apart(tmp_path, monkeypatch):
     lists = []
     for k in "ab":
         info = toy_corpus.make_toy_sv(str(tmp_path / k), seed=0)
-        assert info["counts"]["trials"] == cfg["trials"] and info["counts"]["test_speakers"] == cfg["test_spk"]
+        counts = info["counts"]
+        assert counts["trials"] == cfg["trials"] and counts["test_speakers"] == cfg["test_spk"]
         lists.append((tmp_path / k / "veri_test2.txt").read_text())
     assert lists[0] == lists[1]
     trials = [line.split() for line in lists[0].splitlines()]
@@ -385,7 +387,8 @@ def test_default_cm_corpus_layout(tmp_path, monkeypatch):
     assert spec.unseen_attacks == ["A03", "A05"]
     n_bona = sum(label for _, label in spec.eval_items)
     assert 100 / n_bona <= 0.5
-    codecs = {split: {line.split()[3] for line in (tmp_path / "cm" / proto).read_text().splitlines()}
+    codecs = {split: {line.split()[3]
+                      for line in (tmp_path / "cm" / proto).read_text().splitlines()}
               for split, (_, _, proto) in toy_corpus.CM_SPLITS.items()}
     assert codecs["train"] == codecs["dev"] == {"-"} and codecs["eval"] == {"-", *toy_corpus.CODECS}
 
@@ -406,7 +409,8 @@ def test_default_toy_corpora_are_deterministic(tmp_path):
 
 def test_codecs_keep_length_and_level():
     rng = np.random.default_rng(0)
-    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR) + 0.05 * rng.normal(0, 1, SR)).astype(np.float32)
+    y = 0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR) + 0.05 * rng.normal(0, 1, SR)
+    y = y.astype(np.float32)
     for codec in toy_corpus.CODECS:
         out = toy_corpus.apply_codec(y, codec, np.random.default_rng(1))
         assert out.shape == y.shape and out.dtype == np.float32

@@ -42,27 +42,31 @@ def test_small_dense_model_shrinks_the_ffn_first():
 def test_tiny_small_command_line():
     a = recipes.parse_args(["--data", "toy", "--ssl", "tiny-small:0.7"])
     assert (a.target, a.prune_units, a.out) == (0.0, [], os.path.join("runs", "toy_small0.7"))
-    a = recipes.parse_args(["--data", "toy", "--ssl", "tiny-small:0.7", "--target", "0", "--prune-units", ""])
+    a = recipes.parse_args(["--data", "toy", "--ssl", "tiny-small:0.7", "--target", "0",
+                            "--prune-units", ""])
     assert a.target == 0.0 and a.prune_units == []
     a = recipes.parse_args(["--data", "toy"])                  # the defaults are unchanged
     assert a.target == 0.7 and len(a.prune_units) == 5
-    for bad in (["--ssl", "tiny-small:0.7", "--target", "0.5"], ["--ssl", "tiny-small:0.7", "--prune-units", "head"],
+    for bad in (["--ssl", "tiny-small:0.7", "--target", "0.5"],
+                ["--ssl", "tiny-small:0.7", "--prune-units", "head"],
                 ["--ssl", "tiny-small:1.5"], ["--ssl", "tiny-small"]):
         with pytest.raises(SystemExit):
             recipes.parse_args(["--data", "toy", *bad])
 
 
 def test_plan_commands_and_flags(tmp_path):
-    args = sweep.parse_args(["--data", "toy", "--targets", "0,0.5", "--seeds", "2", "--out", str(tmp_path),
-                             "--steps", "40", "--toy-size", "tiny"])
+    args = sweep.parse_args(["--data", "toy", "--targets", "0,0.5", "--seeds", "2",
+                             "--out", str(tmp_path), "--steps", "40", "--toy-size", "tiny"])
     assert args.extra == ["--steps", "40", "--toy-size", "tiny"]
     plan = sweep.plan(args)
     assert plan == [("pruned", 0.0, 0), ("pruned", 0.5, 0), ("small", 0.5, 0),     # seed by seed
                     ("pruned", 0.0, 1), ("pruned", 0.5, 1), ("small", 0.5, 1)]
     dense = sweep.command(args, "pruned", 0.0, 0)
-    assert dense[dense.index("--prune-units") + 1] == "" and dense[dense.index("--target") + 1] == "0"
-    assert sweep.command(args, "small", 0.5, 1)[:8] == ["--data", "toy", "--seed", "1", "--out",
-                                                        str(tmp_path / "small_t0.5_seed1"), "--threads", "1"]
+    assert dense[dense.index("--prune-units") + 1] == ""
+    assert dense[dense.index("--target") + 1] == "0"
+    assert sweep.command(args, "small", 0.5, 1)[:8] == [
+        "--data", "toy", "--seed", "1", "--out", str(tmp_path / "small_t0.5_seed1"),
+        "--threads", "1"]
     assert "tiny-small:0.5" in sweep.command(args, "small", 0.5, 1)
     assert sweep.command(args, "pruned", 0.5, 0)[-4:] == ["--steps", "40", "--toy-size", "tiny"]
     for own in (["--seed", "3"], ["--target", "0.2"], ["--resume"], ["--threads", "2"]):
@@ -88,8 +92,8 @@ def fake_run(folder, sparsity, params, eers, seconds=60.0, checkpoint=False, com
 
 
 def test_status_resume_and_table_with_spreads(tmp_path, monkeypatch, capsys):
-    args = sweep.parse_args(["--data", "toy", "--targets", "0,0.5", "--seeds", "3", "--out", str(tmp_path),
-                             "--no-small-dense", "--steps", "40"])
+    args = sweep.parse_args(["--data", "toy", "--targets", "0,0.5", "--seeds", "3",
+                             "--out", str(tmp_path), "--no-small-dense", "--steps", "40"])
     n = sweep.tiny_params()
     for seed, eer in enumerate((0.10, 0.12, 0.14)):
         fake_run(sweep.run_dir(args, "pruned", 0.0, seed), 0.0, n, {"vox1_o": eer},
@@ -102,14 +106,16 @@ def test_status_resume_and_table_with_spreads(tmp_path, monkeypatch, capsys):
 
     # Only the unfinished run is started, with --resume; finished ones are not touched.
     started = []
-    monkeypatch.setattr(sweep, "execute", lambda a, job: (started.append((job, sweep.status(a, *job))),
-                                                          (job, "trained", 0.0))[1])
+    def execute(a, job):
+        started.append((job, sweep.status(a, *job)))
+        return job, "trained", 0.0
+    monkeypatch.setattr(sweep, "execute", execute)
     sweep.main(["--data", "toy", "--targets", "0,0.5", "--seeds", "3", "--out", str(tmp_path),
                 "--no-small-dense", "--steps", "40"])
     assert started == [(("pruned", 0.5, 2), "resume")]
     md = (tmp_path / "results.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| dense"))
-    assert "12.00 ± 2.00" in row and "| 3 |" in row                 # mean ± sample std over 3 seeds
+    assert "12.00 ± 2.00" in row and "| 3 |" in row          # mean ± sample std over 3 seeds
     row = next(line for line in md.splitlines() if line.startswith("| pruned in situ"))
     assert f"25.00 ± {np.std([20, 30], ddof=1):.2f}" in row and "| 2 |" in row
     with open(tmp_path / "results.csv") as fh:
@@ -120,8 +126,8 @@ def test_status_resume_and_table_with_spreads(tmp_path, monkeypatch, capsys):
     assert "12.00 (10.00–14.00)" in minmax
 
     # A folder made by another command is never mixed in.
-    other = sweep.parse_args(["--data", "toy", "--targets", "0", "--seeds", "1", "--out", str(tmp_path),
-                              "--no-small-dense", "--steps", "80"])
+    other = sweep.parse_args(["--data", "toy", "--targets", "0", "--seeds", "1",
+                              "--out", str(tmp_path), "--no-small-dense", "--steps", "80"])
     with pytest.raises(SystemExit, match="another command"):
         sweep.status(other, "pruned", 0.0, 0)
 
@@ -130,9 +136,10 @@ def test_status_resume_and_table_with_spreads(tmp_path, monkeypatch, capsys):
 def test_tiny_sweep_end_to_end(tmp_path):
     """Real train.py processes: two targets, two seeds, the small dense model; a second
     call reuses every run."""
-    cmd = [sys.executable, os.path.join(ROOT, "sweep.py"), "--data", "toy", "--targets", "0,0.5", "--seeds", "2",
-           "--out", str(tmp_path / "sweep"), "--jobs", "2", "--toy-size", "tiny", "--cache-dir", str(tmp_path / "cache"),
-           "--steps", "4", "--batch-size", "2", "--crop-seconds", "0.5", "--eval-every", "0", "--num-workers", "0"]
+    cmd = [sys.executable, os.path.join(ROOT, "sweep.py"), "--data", "toy", "--targets", "0,0.5",
+           "--seeds", "2", "--out", str(tmp_path / "sweep"), "--jobs", "2", "--toy-size", "tiny",
+           "--cache-dir", str(tmp_path / "cache"), "--steps", "4", "--batch-size", "2",
+           "--crop-seconds", "0.5", "--eval-every", "0", "--num-workers", "0"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert first.stdout.count(": trained") == 6
