@@ -137,7 +137,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     """Real train.py processes: two targets, two seeds, the small dense model; a second
     call reuses every run."""
     cmd = [sys.executable, os.path.join(ROOT, "sweep.py"), "--data", "toy", "--targets", "0,0.5",
-           "--seeds", "2", "--out", str(tmp_path / "sweep"), "--jobs", "2", "--toy-size", "tiny",
+           "--seeds", "2", "--out", str(tmp_path / "sweep"), "--jobs", "1", "--toy-size", "tiny",
            "--cache-dir", str(tmp_path / "cache"), "--steps", "4", "--batch-size", "2",
            "--crop-seconds", "0.5", "--eval-every", "0", "--num-workers", "0"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
