@@ -60,6 +60,7 @@ import pathlib
 import re
 import sys
 import tempfile
+import threading
 import time
 
 import nbformat
@@ -79,6 +80,7 @@ SHORT_LINE = 12                 # shorter solution lines ("return mask") are too
 
 CELL_TIMEOUT_S = 120            # an answer or a hidden test: generous for any honest answer
 SETUP_TIMEOUT_S = 1800          # the master's own cells (training runs included)
+KILL_GRACE_S = 15               # after an interrupt that does not stop the cell, kill the kernel
 
 
 # ------------------------------------------------------------------------ the master
@@ -354,12 +356,17 @@ def grading_notebook(master, submission, name):
             source = stub
             if exercise:
                 zero.setdefault(exercise, "answer cell missing from the submission (deleted or untagged?)")
-        new = _fresh(cell, source)
-        new.metadata["course"] = dict(course_meta(cell), submitted=True)
-        cells.append(new)
+        cells.append(_fresh(cell, source))
     nb = copy.deepcopy(master)
     nb.cells = cells
     return nb, zero
+
+
+def _kill(client):
+    """Kill the kernel process of a client (the watchdog of grade_notebook)."""
+    process = getattr(getattr(client.km, "provisioner", None), "process", None)
+    if process is not None and process.poll() is None:
+        process.kill()
 
 
 def grade_notebook(master, submission, name, cell_timeout=CELL_TIMEOUT_S,
@@ -392,17 +399,24 @@ def grade_notebook(master, submission, name, cell_timeout=CELL_TIMEOUT_S,
                 continue
             limit = meta.get("timeout", cell_timeout if r in ("answer", "hidden-test") else setup_timeout)
             client.timeout = limit
+            # At the limit nbclient interrupts the kernel. Code that swallows the interrupt
+            # (a bare `except:` in a loop) would keep it busy for ever: kill it a little later.
+            watchdog = threading.Timer(limit + KILL_GRACE_S, _kill, [client])
+            watchdog.start()
             t0 = time.time()
             try:
                 client.execute_cell(cell, index)
             except (DeadKernelError, CellTimeoutError, RuntimeError) as e:
-                # The kernel is gone, or it ignored the interrupt: nothing after this runs.
-                what = "died" if isinstance(e, DeadKernelError) else "stopped answering"
+                # The kernel is gone (it crashed, or ignored the interrupt and was killed): nothing after this runs.
+                what = "died" if time.time() - t0 < limit else f"ignored the interrupt after {limit} s and was killed"
                 dead = f"the kernel {what} in cell {index}" + (f" (exercise {exercise})" if exercise else "")
                 if exercise:
                     failed.setdefault(exercise, dead)
-                notes.append(dead)
+                else:
+                    notes.append(dead)
                 continue
+            finally:
+                watchdog.cancel()
             error = _error_of(cell)
             if error and error[0] == "KeyboardInterrupt" and time.time() - t0 >= limit - 1:
                 error = ("TimeoutError", f"ran longer than {limit} s and was interrupted")

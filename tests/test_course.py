@@ -180,7 +180,7 @@ def read_csv(path):
         return {row["student"]: row for row in csv.DictReader(f)}
 
 
-def test_grading_a_tiny_master_reads_answers_only_from_answer_cells(tmp_path):
+def test_grading_a_tiny_master_reads_answers_only_from_answer_cells(tmp_path, monkeypatch):
     masters, subs = tmp_path / "masters", tmp_path / "subs"
     masters.mkdir(), subs.mkdir()
     master = tiny_master()
@@ -191,12 +191,18 @@ def test_grading_a_tiny_master_reads_answers_only_from_answer_cells(tmp_path):
     forged.cells = [c for c in forged.cells if course.answer_key(c) != "ex2"]
     nbformat.write(forged, str(subs / "forger.ipynb"))
     nbformat.write(course.make_solutions(master, "90_tiny"), str(subs / "good.ipynb"))
+    stubborn = course.make_solutions(master, "90_tiny")      # swallows the interrupt: the kernel must be killed
+    next(c for c in stubborn.cells if course.answer_key(c) == "ex1").source = (
+        "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except BaseException:\n        pass")
+    nbformat.write(stubborn, str(subs / "stubborn.ipynb"))
     (subs / "broken.ipynb").write_text('{"cells": [')
-    course.grade(subs, tmp_path / "grades.csv", ["90"], cell_timeout=30, masters_dir=masters, log=lambda *a: None)
+    monkeypatch.setattr(course, "KILL_GRACE_S", 2)
+    course.grade(subs, tmp_path / "grades.csv", ["90"], cell_timeout=5, masters_dir=masters, log=lambda *a: None)
     rows = read_csv(tmp_path / "grades.csv")
     assert (rows["good"]["90:ex1"], rows["good"]["90:ex2"], rows["good"]["total"], rows["good"]["max"]) == ("2", "1", "3", "3")
     assert rows["forger"]["total"] == "0"
     assert "not answered" in rows["forger"]["reasons"] and "missing" in rows["forger"]["reasons"]
+    assert rows["stubborn"]["total"] == "0" and "ignored the interrupt after 5 s and was killed" in rows["stubborn"]["reasons"]
     assert rows["broken"]["total"] == "0" and "not a readable notebook" in rows["broken"]["reasons"]
 
 
