@@ -6,7 +6,7 @@ solutions version, and an autograder grades a folder of submitted handouts.
     python course.py build 01 07                # only the masters whose name starts so
     python course.py grade submissions/ --out grades.csv
 
-A master (notebooks/masters/NN_name.ipynb) is an ordinary notebook that holds
+A master (notebooks/masters/<name>.ipynb) is an ordinary notebook that holds
 everything: the lesson, the exercises, their reference solutions and the hidden tests.
 It is saved without outputs. Three cell tags and one metadata entry mark the parts:
 
@@ -23,13 +23,15 @@ It is saved without outputs. Three cell tags and one metadata entry mark the par
 
     (In markdown the markers are HTML comments, <!-- BEGIN SOLUTION --> etc., which
     render as nothing.) Without a STUB part the stub is `...  # YOUR CODE HERE`.
+    A markdown `answer` cell with {"course": {"written": "A"}} instead is a written
+    answer: graded by hand, in the notebooks that `grade --graded DIR` saves.
   * tag `hidden-test`, metadata {"course": {"exercise": "ex1", "points": 2,
     "answers": ["[1, 4, 7]"]}}: plain asserts, run by the grader after the student's
     answer; a cell that raises scores 0. "answers" lists the ways the answer could be
     written down; none of them may appear anywhere in the handout.
   * tag `solution`: a cell only the solutions version has (notes on the solutions).
 
-`build` writes, for every master, the handout to notebooks/NN_name.ipynb (no solution
+`build` writes, for every master, the handout to notebooks/<name>.ipynb (no solution
 regions, no solution or hidden-test cells, executed top to bottom so that it reads well
 on a code-hosting site) and the solutions version to notebooks/solutions/ (everything,
 executed: every hidden test must pass on the reference solutions, or the build fails).
@@ -54,11 +56,9 @@ points or reasons. What is needed here is small enough to write on nbclient.
 import argparse
 import copy
 import csv
-import json
 import os
 import pathlib
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -406,7 +406,7 @@ def grade_notebook(master, submission, name, cell_timeout=CELL_TIMEOUT_S,
             t0 = time.time()
             try:
                 client.execute_cell(cell, index)
-            except (DeadKernelError, CellTimeoutError, RuntimeError) as e:
+            except (DeadKernelError, CellTimeoutError, RuntimeError):
                 # The kernel is gone (it crashed, or ignored the interrupt and was killed): nothing after this runs.
                 what = "died" if time.time() - t0 < limit else f"ignored the interrupt after {limit} s and was killed"
                 dead = f"the kernel {what} in cell {index}" + (f" (exercise {exercise})" if exercise else "")

@@ -8,7 +8,6 @@ an infinite loop, an exception and a forged PASS, and a file that is not a noteb
 """
 import copy
 import csv
-import pathlib
 
 import nbformat
 import pytest

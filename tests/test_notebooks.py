@@ -2,7 +2,9 @@
 
 The notebooks are executed in memory (the files on disk are not touched) with the
 notebooks/ folder as working directory, the way a student opens them. New notebooks
-are picked up automatically by the glob.
+are picked up automatically by the glob. They are the student handouts that
+`python course.py build` generates from notebooks/masters/ (tests/test_course.py checks
+that they match); the masters and the solutions in subfolders are not globbed here.
 """
 import pathlib
 import re
