@@ -57,6 +57,13 @@ def test_master_follows_the_conventions_and_is_saved_without_outputs(path):
                 f"jupyter nbconvert --clear-output --inplace notebooks/masters/{path.name}")
 
 
+def test_every_notebook_is_a_handout_of_a_master():
+    """A notebook added to notebooks/ directly would carry its solutions to the students."""
+    orphans = [p.name for p in sorted(course.NOTEBOOKS.glob("*.ipynb")) if not (course.MASTERS / p.name).exists()]
+    assert orphans == [], (f"{orphans} have no master: move them to notebooks/masters/, mark the solutions "
+                           f"(notebooks/README.md, For teachers) and run `python course.py build`")
+
+
 @pytest.mark.parametrize("path", MASTERS, ids=lambda p: p.name)
 def test_committed_handout_is_generated_from_its_master_and_gives_nothing_away(path):
     """The handout in notebooks/ has exactly the cells the master generates (so nobody
