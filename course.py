@@ -160,7 +160,8 @@ def check_master(master, name="master"):
         if r == "hidden-test" and not meta.get("exercise"):
             problems.append(f"cell {i}: a hidden test without metadata course.exercise")
         if r == "answer" and not answer_key(cell):
-            problems.append(f"cell {i}: an answer cell without metadata course.exercise (or course.written)")
+            problems.append(f"cell {i}: an answer cell without metadata course.exercise "
+                            f"(or course.written)")
         if r == "hidden-test" and cell.cell_type != "code":
             problems.append(f"cell {i}: a hidden test must be a code cell")
     for exercise, points in exercises(master).items():
@@ -286,7 +287,8 @@ def master_paths(selection=(), masters_dir=MASTERS):
     return paths
 
 
-def build(selection=(), solutions=True, masters_dir=MASTERS, out_dir=NOTEBOOKS, solutions_dir=SOLUTIONS, log=print):
+def build(selection=(), solutions=True, masters_dir=MASTERS, out_dir=NOTEBOOKS,
+          solutions_dir=SOLUTIONS, log=print):
     """Masters -> executed handouts in out_dir and executed solutions in solutions_dir.
     Both run with notebooks/ as working directory, the way a student opens them."""
     paths = master_paths(selection, masters_dir)
@@ -299,7 +301,8 @@ def build(selection=(), solutions=True, masters_dir=MASTERS, out_dir=NOTEBOOKS, 
         handout = execute(make_handout(master, path.stem), NOTEBOOKS)
         problems = leaks(master, handout)
         if problems:
-            raise RuntimeError(f"{path.name}: the handout gives solutions away:\n  " + "\n  ".join(problems))
+            raise RuntimeError(f"{path.name}: the handout gives solutions away:\n  "
+                               + "\n  ".join(problems))
         nbformat.write(handout, str(pathlib.Path(out_dir) / path.name))
         log(f"{path.name}: handout written ({time.time() - t0:.0f} s)")
         if solutions:
@@ -307,7 +310,8 @@ def build(selection=(), solutions=True, masters_dir=MASTERS, out_dir=NOTEBOOKS, 
             os.makedirs(solutions_dir, exist_ok=True)
             nbformat.write(execute(make_solutions(master, path.stem), NOTEBOOKS),
                            str(pathlib.Path(solutions_dir) / path.name))
-            log(f"{path.name}: solutions written, every hidden test passes ({time.time() - t0:.0f} s)")
+            log(f"{path.name}: solutions written, every hidden test passes "
+                f"({time.time() - t0:.0f} s)")
 
 
 # ---------------------------------------------------------------------------- grading
@@ -355,7 +359,8 @@ def grading_notebook(master, submission, name):
         else:
             source = stub
             if exercise:
-                zero.setdefault(exercise, "answer cell missing from the submission (deleted or untagged?)")
+                zero.setdefault(exercise, "answer cell missing from the submission "
+                                          "(deleted or untagged?)")
         cells.append(_fresh(cell, source))
     nb = copy.deepcopy(master)
     nb.cells = cells
@@ -382,7 +387,8 @@ def grade_notebook(master, submission, name, cell_timeout=CELL_TIMEOUT_S,
                             interrupt_on_timeout=True, record_timing=False,
                             resources={"metadata": {"path": str(workdir)}})
     dead, current = None, None
-    last_test = {course_meta(c).get("exercise"): i for i, c in enumerate(nb.cells) if role(c) == "hidden-test"}
+    last_test = {course_meta(c).get("exercise"): i for i, c in enumerate(nb.cells)
+                 if role(c) == "hidden-test"}
     with client.setup_kernel(env=kernel_env()):
         for index, cell in enumerate(nb.cells):
             r, meta = role(cell), course_meta(cell)
@@ -397,7 +403,8 @@ def grade_notebook(master, submission, name, cell_timeout=CELL_TIMEOUT_S,
                 if exercise:
                     failed.setdefault(exercise, dead)
                 continue
-            limit = meta.get("timeout", cell_timeout if r in ("answer", "hidden-test") else setup_timeout)
+            theirs = r in ("answer", "hidden-test")         # cells that run the student's code
+            limit = meta.get("timeout", cell_timeout if theirs else setup_timeout)
             client.timeout = limit
             # At the limit nbclient interrupts the kernel. Code that swallows the interrupt
             # (a bare `except:` in a loop) would keep it busy for ever: kill it a little later.
@@ -407,9 +414,12 @@ def grade_notebook(master, submission, name, cell_timeout=CELL_TIMEOUT_S,
             try:
                 client.execute_cell(cell, index)
             except (DeadKernelError, CellTimeoutError, RuntimeError):
-                # The kernel is gone (it crashed, or ignored the interrupt and was killed): nothing after this runs.
-                what = "died" if time.time() - t0 < limit else f"ignored the interrupt after {limit} s and was killed"
-                dead = f"the kernel {what} in cell {index}" + (f" (exercise {exercise})" if exercise else "")
+                # The kernel is gone (it crashed, or ignored the interrupt and was killed):
+                # nothing after this runs.
+                what = "died" if time.time() - t0 < limit else \
+                    f"ignored the interrupt after {limit} s and was killed"
+                dead = f"the kernel {what} in cell {index}" + (
+                    f" (exercise {exercise})" if exercise else "")
                 if exercise:
                     failed.setdefault(exercise, dead)
                 else:
@@ -461,8 +471,8 @@ def submissions(folder):
     return found
 
 
-def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S, setup_timeout=SETUP_TIMEOUT_S,
-          graded_dir=None, masters_dir=MASTERS, log=print):
+def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S,
+          setup_timeout=SETUP_TIMEOUT_S, graded_dir=None, masters_dir=MASTERS, log=print):
     """Grade every submission in folder; write one CSV row per student. Returns the rows."""
     masters = {p.stem: nbformat.read(str(p), as_version=4) for p in master_paths((), masters_dir)}
     for name, master in masters.items():
@@ -476,7 +486,9 @@ def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S, setup_t
         try:
             nb = nbformat.read(str(path), as_version=4)
         except Exception as e:                      # not JSON, not a notebook, unreadable
-            nb, error = None, f"{path.name} is not a readable notebook ({type(e).__name__}: {_short(str(e), 120)})"
+            nb = None
+            error = (f"{path.name} is not a readable notebook "
+                     f"({type(e).__name__}: {_short(str(e), 120)})")
         else:
             error = None
         name = forced[0] if forced else find_master(path, nb, masters)
@@ -493,9 +505,11 @@ def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S, setup_t
             continue
         t0 = time.time()
         try:
-            result, notes, executed = grade_notebook(masters[name], nb, name, cell_timeout, setup_timeout)
-        except Exception as e:                      # the grader itself: never lose the class's grades
-            result = {x: (0, f"could not be graded ({type(e).__name__}: {_short(str(e), 120)})") for x in points}
+            result, notes, executed = grade_notebook(masters[name], nb, name, cell_timeout,
+                                                     setup_timeout)
+        except Exception as e:           # the grader itself: never lose the class's grades
+            why = f"could not be graded ({type(e).__name__}: {_short(str(e), 120)})"
+            result = {x: (0, why) for x in points}
             notes, executed = [], None
         for e, value in result.items():
             row[f"{prefix}:{e}"] = value
@@ -505,7 +519,8 @@ def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S, setup_t
             target.mkdir(parents=True, exist_ok=True)
             nbformat.write(executed, str(target / f"{name}.ipynb"))
         got = sum(p for p, _ in result.values())
-        log(f"{student} / {path.name}: {got} of {sum(points.values())} points ({time.time() - t0:.0f} s)")
+        log(f"{student} / {path.name}: {got} of {sum(points.values())} points "
+            f"({time.time() - t0:.0f} s)")
     header, maximum = [], {}
     for name in sorted(columns):
         prefix = name.split("_")[0]
@@ -544,7 +559,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="masters -> handouts (notebooks/) and solutions (notebooks/solutions/)")
+    b = sub.add_parser("build", help="masters -> handouts (notebooks/) and solutions "
+                                     "(notebooks/solutions/)")
     b.add_argument("masters", nargs="*", help="name prefixes, e.g. 01 07 (default: all)")
     b.add_argument("--no-solutions", action="store_true", help="write the handouts only")
     g = sub.add_parser("grade", help="grade a folder of submissions into a CSV")
@@ -556,12 +572,14 @@ def main(argv=None):
                    help="seconds an answer or hidden-test cell may run")
     g.add_argument("--setup-timeout", type=int, default=SETUP_TIMEOUT_S,
                    help="seconds any other cell of the master may run")
-    g.add_argument("--graded", help="also save each executed grading notebook here (to read written answers)")
+    g.add_argument("--graded",
+                   help="also save each executed grading notebook here (to read written answers)")
     args = p.parse_args(argv)
     if args.command == "build":
         build(args.masters, solutions=not args.no_solutions)
     else:
-        rows = grade(args.folder, args.out, args.master, args.cell_timeout, args.setup_timeout, args.graded)
+        rows = grade(args.folder, args.out, args.master, args.cell_timeout, args.setup_timeout,
+                     args.graded)
         print(f"{len(rows)} students graded; wrote {args.out}")
 
 
