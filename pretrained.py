@@ -244,6 +244,22 @@ def perturb_norms_and_biases_(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+def torchaudio_hidden_states(ref: torch.nn.Module, waves: torch.Tensor,
+                             layer_norm_first: bool) -> List[torch.Tensor]:
+    """A torchaudio WavLM's L+1 hidden states in our model's convention (the input to
+    layer 0, then each layer's output), to compare with MaskedWavLM's first return value.
+    torchaudio's extract_features returns only the L layer outputs, and for pre-LN models
+    without the encoder's final LayerNorm, which our last hidden state includes.
+    `layer_norm_first`: the config's flag (torchaudio's own attribute of that name does
+    not follow it for WavLM)."""
+    layers, _ = ref.extract_features(waves)                               # L x (B, T, E)
+    if layer_norm_first:
+        layers[-1] = ref.encoder.transformer.layer_norm(layers[-1])
+    first = ref.encoder.transformer._preprocess(
+        ref.encoder._preprocess(ref.feature_extractor(waves, None)[0])[0])  # (B, T, E)
+    return [first] + list(layers)
+
+
 # Short names -> torchaudio bundle files (they need no config: see config_from_torchaudio).
 PRETRAINED_FILES = {"wavlm_base": "wavlm_base.pth", "wavlm_base_plus": "wavlm_base_plus.pth",
                     "wavlm_large": "wavlm_large.pth",

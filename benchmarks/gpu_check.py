@@ -62,7 +62,8 @@ import torchaudio
 from common import machine_header, macs, pruned_pair, time_interleaved  # puts the root on sys.path
 import classifier  # SSL -> pooling head -> loss head
 # (root on sys.path)
-from pretrained import load_pretrained, perturb_norms_and_biases_, torchaudio_wavlm
+from pretrained import (load_pretrained, perturb_norms_and_biases_, torchaudio_hidden_states,
+                        torchaudio_wavlm)
 from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -281,17 +282,13 @@ def oracle_torchaudio(sec, ctx):
                   limit="equal")
         x = torch.randn(batch, int(seconds * SAMPLE_RATE), device=dev)
         with torch.no_grad(), exact_fp32():
-            expected, _ = ref.extract_features(x)                        # the L layer outputs
+            expected = torchaudio_hidden_states(ref, x, cfg.layer_norm_first)  # L+1 states
             got, _ = ours(x)
-            if cfg.layer_norm_first:
-                expected[-1] = ref.encoder.transformer.layer_norm(expected[-1])
-            first = ref.encoder.transformer._preprocess(
-                ref.encoder._preprocess(ref.feature_extractor(x, None)[0])[0])
-        diff = max([max_diff(got[0], first)] + [max_diff(a, b) for a, b in zip(got[1:], expected)])
+        diff = max(max_diff(a, b) for a, b in zip(got, expected))
         sec.check(f"{label}: max |ours - torchaudio| over {len(got)} hidden states, "
                   f"batch {batch} x {seconds:g} s, fp32 on {dev.type}", diff,
                   diff <= ORACLE_TOL and len(got) == cfg.num_layers + 1, limit=f"<= {ORACLE_TOL:g}")
-        del ref, ours, x, expected, got, first
+        del ref, ours, x, expected, got
         free_memory(dev)
 
 
