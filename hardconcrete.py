@@ -141,8 +141,9 @@ class HardConcrete(nn.Module):
         k = self.num_kept()
         mask = torch.zeros_like(soft)
         if k > 0:
-            # Rank by log_alpha (= by soft value, sigmoid is monotone). Ties are
-            # broken by index, so the kept set is reproducible.
+            # Rank by log_alpha (= by soft value, sigmoid is monotone). Exact ties
+            # are left to torch.topk, whose order among equals is not specified; the
+            # initial noise on log_alpha makes them practically impossible.
             keep = torch.topk(self.log_alpha.detach(), k).indices
             mask[keep] = 1.0
         return soft * mask
