@@ -65,7 +65,7 @@ VOX1_TRIALS = {"vox1_o": "veri_test2.txt", "vox1_e": "list_test_all2.txt",
 _resample_noticed = set()
 
 
-def _read(path, start=0, stop=None):
+def read_samples(path, start=0, stop=None):
     """soundfile read -> (mono float32 numpy, sample rate); any failure becomes
     an error that names the file, since a bad file deep inside a 1M-file
     corpus is otherwise hard to find."""
@@ -89,11 +89,11 @@ def _resample(x, sr, target_sr, path):
 
 def load_audio(path, target_sr=SAMPLE_RATE):
     """Whole file as a mono float32 tensor (S,) at target_sr."""
-    x, sr = _read(path)
+    x, sr = read_samples(path)
     return _resample(torch.from_numpy(x), sr, target_sr, path)
 
 
-def _info(path):
+def audio_info(path):
     try:
         return sf.info(path)
     except Exception as e:
@@ -186,6 +186,17 @@ class DataSpec:
                        dev_items=[it for it in self.dev_items if it[0] not in bad],
                        eval_items=[self.eval_items[i] for i in keep_eval],
                        eval_attacks=[self.eval_attacks[i] for i in keep_eval])
+
+    def first_speakers(self, n):
+        """SV only: a copy trained on the first n training speakers (in class order), for
+        low-resource experiments; evaluation is unchanged. Classes are renumbered 0..n-1."""
+        if self.task != "sv":
+            raise ValueError("--train-speakers applies to speaker verification only")
+        if not 2 <= n <= self.num_classes:
+            raise ValueError(f"--train-speakers {n}: the training set has {self.num_classes} "
+                             f"speakers; choose from 2 to {self.num_classes}")
+        return replace(self, train_items=[it for it in self.train_items if it[1] < n],
+                       num_classes=n, class_names=self.class_names[:n])
 
     def eval_paths(self, name=None):
         """Sorted unique audio files of one evaluation set (or all of them):
@@ -629,7 +640,7 @@ def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progre
 # training crops and augmentation
 
 
-def _list_wavs(folder):
+def list_audio_files(folder):
     out = []
     for d, _, files in os.walk(folder):
         out += [os.path.join(d, f) for f in files if f.endswith((".wav", ".flac"))]
@@ -663,14 +674,14 @@ class Augmenter:
         if musan_dir:
             _need_dir(musan_dir, "MUSAN with noise/, speech/ and music/ sub-folders")
             for kind in self.SNR:
-                files = _list_wavs(os.path.join(musan_dir, kind))
+                files = list_audio_files(os.path.join(musan_dir, kind))
                 if files:
                     self.noises[kind] = files
             if not self.noises:
                 raise FileNotFoundError(f"no .wav under {musan_dir}/{{noise,speech,music}}")
         if rir_dir:
             _need_dir(rir_dir, "room impulse responses as .wav files")
-            self.rirs = _list_wavs(rir_dir)
+            self.rirs = list_audio_files(rir_dir)
             if not self.rirs:
                 raise FileNotFoundError(f"no .wav under {rir_dir}")
         self.kinds = list(self.noises) + (["reverb"] if self.rirs else [])
@@ -722,11 +733,11 @@ class TrainCrops(torch.utils.data.Dataset):
     def __getitem__(self, i):
         path, label = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        info = _info(path)
+        info = audio_info(path)
         if info.samplerate == SAMPLE_RATE and info.frames > self.n:
             # Read only the crop: VoxCeleb utterances average 8 s, we need 3.
             start = int(rng.integers(0, info.frames - self.n + 1))
-            x, _ = _read(path, start, start + self.n)
+            x, _ = read_samples(path, start, start + self.n)
             wave = torch.from_numpy(x)
             if len(wave) < self.n:                           # header lied about the length
                 raise RuntimeError(f"audio file {path} is shorter than its header says")

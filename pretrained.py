@@ -92,6 +92,68 @@ UNILM_RULES = [
 ]
 
 
+# Our names -> unilm's: the way back, for writing a checkpoint (pretrain.py) that the
+# original WavLM code and load_pretrained both read. The CNN norms depend on the extractor:
+# "default" (Base) has one GroupNorm, at index 2 of layer 0's Sequential(conv, dropout,
+# norm, GELU); "layer_norm" (Large) has a LayerNorm in every layer, wrapped in a
+# Sequential(transpose, norm, transpose) at index 2, hence ".2.1.".
+TO_UNILM_RULES = [
+    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+    (r"^feature_projection\.layer_norm\.", "layer_norm."),
+    (r"^feature_projection\.projection\.", "post_extract_proj."),
+    (r"^encoder\.pos_conv\.(weight_g|weight_v|bias)$", r"encoder.pos_conv.0.\1"),
+    (r"^encoder\.layer_norm\.", "encoder.layer_norm."),
+    (r"^encoder\.rel_attn_embed\.weight$",
+     "encoder.layers.0.self_attn.relative_attention_bias.weight"),
+    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.",
+     r"encoder.layers.\1.self_attn.grep_linear."),
+    (r"^encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"encoder.layers.\1.self_attn.grep_a"),
+    (r"^encoder\.layers\.(\d+)\.attention\.(q_proj|k_proj|v_proj|out_proj)\.",
+     r"encoder.layers.\1.self_attn.\2."),
+    (r"^encoder\.layers\.(\d+)\.attention_layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
+    (r"^encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.", r"encoder.layers.\1.fc1."),
+    (r"^encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"encoder.layers.\1.fc2."),
+    (r"^encoder\.layers\.(\d+)\.ffn_layer_norm\.", r"encoder.layers.\1.final_layer_norm."),
+]
+
+
+def unilm_checkpoint(model: MaskedWavLM, mask_emb: torch.Tensor, **extra_cfg) -> dict:
+    """A dense model as {'cfg', 'model'} in the layout of Microsoft's WavLM releases
+    (WavLM-Base+.pt): unilm key names, the mask embedding, and a cfg with the fields
+    their WavLMConfig reads. `extra_cfg` adds fields (e.g. the pre-training's mask_prob).
+    A pruned or gated model has no unilm form (its layers differ in width): ValueError."""
+    c = model.config
+    dense = WavLMConfig(**{**c.to_dict(), "heads": None, "ffn_dims": None,
+                           "attention_blocks": None, "ffn_blocks": None, "prune_units": []})
+    if c.prune_units or c.to_dict() != dense.to_dict():
+        raise ValueError("only a dense model without gates can be written as a unilm "
+                         "checkpoint; save a pruned model with wavlm_masked.save()")
+    norm = (r"feature_extractor.conv_layers.\1.2." if c.extractor_mode == "group_norm"
+            else r"feature_extractor.conv_layers.\1.2.1.")
+    rules = [(r"^feature_extractor\.conv_layers\.(\d+)\.norm\.", norm)] + TO_UNILM_RULES
+    state = {}
+    for key, value in model.state_dict().items():
+        if key == "encoder.bucket_table" or key.endswith("log_alpha"):
+            continue
+        for pattern, repl in rules:
+            if re.match(pattern, key):
+                state[re.sub(pattern, repl, key, count=1)] = value.detach().cpu().clone()
+                break
+        else:
+            raise ValueError(f"no unilm name for {key}")
+    state["mask_emb"] = mask_emb.detach().cpu().clone()
+    cfg = dict(extractor_mode="default" if c.extractor_mode == "group_norm" else "layer_norm",
+               encoder_layers=c.num_layers, encoder_embed_dim=c.hidden_size,
+               encoder_ffn_embed_dim=c.ffn_dim, encoder_attention_heads=c.num_heads,
+               activation_fn="gelu", layer_norm_first=c.layer_norm_first,
+               conv_feature_layers=str([tuple(layer) for layer in c.conv_layers]),
+               conv_bias=c.conv_bias, normalize=False, conv_pos=c.pos_conv_kernel,
+               conv_pos_groups=c.pos_conv_groups, relative_position_embedding=c.relative_position,
+               num_buckets=c.num_buckets, max_distance=c.max_distance,
+               gru_rel_pos=c.relative_position, **extra_cfg)
+    return {"cfg": cfg, "model": state}
+
+
 def _torchaudio_to_hf_names(sd: dict) -> dict:
     """torchaudio = HF names with `encoder.transformer.` and a fused in_proj (cat(q, k, v))."""
     out = {}

@@ -62,6 +62,9 @@ def parse_args(argv=None):
                    help="which toy corpus (fixed apart from --seed, so runs stay comparable)")
     p.add_argument("--toy-size", choices=["default", "tiny"], default="default",
                    help="'tiny' makes a toy corpus of a few files, for smoke tests")
+    p.add_argument("--train-speakers", type=int,
+                   help="SV: train on the first N training speakers only (a low-resource "
+                        "experiment); evaluation is unchanged")
     p.add_argument("--ssl", help="'tiny', 'tiny-small:S' (a dense tiny-family model with as "
                                  "many parameters as the tiny model pruned to sparsity S, trained "
                                  "from scratch without gates), a short name (wavlm_base_plus, ...) "

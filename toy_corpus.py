@@ -101,6 +101,13 @@ SIZES = {
                      eval=(1, 2, {"A01": 1, "A04": 1, "A03": 1, "A05": 1}), dur=(0.6, 1.0),
                      eval_codec_p=0.6),
     },
+    "unlabelled": {
+        # for pretrain.py: 500 speakers x 2 sessions x 2 utts = 2,000 files, about 100 min
+        # of audio, 12x the labelled SV training speakers (the paper's WavLM Base+ saw
+        # 94k hours before its 2.4k hours of VoxCeleb2 fine-tuning).
+        "default": dict(speakers=500, sessions=2, utts=2, dur=(2.0, 4.0)),
+        "tiny": dict(speakers=3, sessions=1, utts=2, dur=(1.0, 1.5)),
+    },
 }
 
 # ----------------------------------------------------------------------------
@@ -611,6 +618,34 @@ def make_toy_sv(root, seed=0, size="default"):
                     test_speakers=cfg["test_spk"], trials=len(trials))
 
     return _atomic_build(root, dict(kind="sv", seed=seed, size=size), build)
+
+
+def make_toy_unlabelled(root, seed=0, size="default"):
+    """Write unlabelled speech for pre-training (pretrain.py): wav/uNNNNN/<video>/NNNNN.wav,
+    many more voices than the labelled sets. The speakers come from their own random
+    streams (role 21-23 here; SV uses 1-4, CM 11-13), so they are new voices, not the SV
+    or CM speakers under another name: pre-training sees none of the test speakers.
+    Sessions pass through the same kind of random channels as the SV corpus."""
+    cfg = SIZES["unlabelled"][size]
+
+    def build(tmp):
+        n_files = 0
+        for i in range(cfg["speakers"]):
+            spk = make_speaker(np.random.default_rng([seed, 21, i]))
+            for s in range(cfg["sessions"]):
+                rng = np.random.default_rng([seed, 22, i, s])
+                video, state, chan = _video_id(rng), session_state(spk, rng), make_channel(rng)
+                folder = os.path.join(tmp, "wav", f"u{i:05d}", video)
+                os.makedirs(folder, exist_ok=True)
+                for u in range(cfg["utts"]):
+                    urng = np.random.default_rng([seed, 23, i, s, u])
+                    wave, _, _ = synthesize(state, urng, urng.uniform(*cfg["dur"]))
+                    sf.write(os.path.join(folder, f"{u + 1:05d}.wav"),
+                             apply_channel(wave, chan, urng), SR, subtype="PCM_16")
+                    n_files += 1
+        return dict(files=n_files, speakers=cfg["speakers"])
+
+    return _atomic_build(root, dict(kind="unlabelled", seed=seed, size=size), build)
 
 
 CM_SPLITS = {"train": ("T", "flac_T", "ASVspoof5.train.tsv"),

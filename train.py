@@ -203,6 +203,8 @@ def prepare(args, is_main, world):
     def parse():
         spec = datasets.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                      toy_size=args.toy_size, vox1_root=args.vox1_root)
+        if args.train_speakers:
+            spec = spec.first_speakers(args.train_speakers)
         return datasets.check_files(spec, args.crop_seconds, args.cache_dir, args.skip_bad_files,
                                     progress=not args.no_progress and is_main)
     result = parse() if is_main else None

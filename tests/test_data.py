@@ -335,14 +335,15 @@ def test_eval_utterances_and_collate(tmp_path):
 
 def test_toy_generation_is_deterministic(tmp_path):
     assert toy_corpus.SR == data.SAMPLE_RATE
-    for make in (toy_corpus.make_toy_sv, toy_corpus.make_toy_cm):
+    for make in (toy_corpus.make_toy_sv, toy_corpus.make_toy_cm,
+                 toy_corpus.make_toy_unlabelled):
         a, b, c = (str(tmp_path / f"{make.__name__}_{k}") for k in "abc")
         make(a, seed=5, size="tiny")
         make(b, seed=5, size="tiny")
         make(c, seed=6, size="tiny")
         files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs
                        if f != toy_corpus.MARKER)
-        assert len(files) > 10
+        assert len(files) >= 6
         same, diff, err = filecmp.cmpfiles(a, b, files, shallow=False)
         assert same == files, (diff, err)
         same, _, _ = filecmp.cmpfiles(a, c, files, shallow=False)
@@ -566,3 +567,27 @@ def test_check_files_finds_a_truncated_wav(tmp_path):
     spec = data.load_vox1(str(tmp_path))
     kept, summary = data.check_files(spec, 3.0, cache_dir=str(tmp_path / "cache"))
     assert summary["tiled_training"] >= 1
+
+
+def test_unlabelled_voices_are_not_the_sv_voices(tmp_path):
+    """pretrain.py's corpus draws its speakers from streams of its own."""
+    unl, sv = tmp_path / "unl", tmp_path / "sv"
+    toy_corpus.make_toy_unlabelled(unl, seed=0, size="tiny")
+    toy_corpus.make_toy_sv(sv, seed=0, size="tiny")
+    assert len(list((unl / "wav").iterdir())) == toy_corpus.SIZES["unlabelled"]["tiny"]["speakers"]
+    voices = lambda root: [sf.read(p)[0][:400].tobytes() for p in data.list_audio_files(root)]
+    assert not set(voices(unl)) & set(voices(sv))
+
+
+def test_first_speakers_subset(tmp_path):
+    spec = data.prepare_data("toy", cache_dir=str(tmp_path), toy_size="tiny")
+    small = spec.first_speakers(2)
+    assert small.num_classes == 2 and small.class_names == spec.class_names[:2]
+    assert {y for _, y in small.train_items} == {0, 1}
+    assert len(small.train_items) == sum(1 for _, y in spec.train_items if y < 2)
+    assert small.trials == spec.trials                              # evaluation unchanged
+    with pytest.raises(ValueError, match="choose from 2 to 3"):
+        spec.first_speakers(4)
+    cm = data.prepare_data("toy_spoof", cache_dir=str(tmp_path), toy_size="tiny")
+    with pytest.raises(ValueError, match="speaker verification only"):
+        cm.first_speakers(2)

@@ -1,0 +1,511 @@
+"""
+Self-supervised pre-training of a WavLM by masked prediction, at toy scale: HuBERT's
+first iteration (Hsu et al. 2021, "HuBERT", arXiv 2106.07447, Sec. II) with WavLM's
+utterance mixing as an option (Chen et al. 2022, "WavLM", arXiv 2110.13900, Sec. III).
+The paper we reproduce prunes a *pre-trained* model; this file makes one offline, so
+that the toy demo can prune what pre-training learned instead of random weights.
+
+    python pretrain.py --data toy                        # the toy unlabelled corpus, generated
+    python pretrain.py --data-root /my/audio --out runs/my_ssl   # any folder of .wav/.flac
+    python train.py --data toy --ssl runs/pretrain_toy/tiny_wavlm.pt --target 0.7
+
+The recipe (docs/method.md Sec. 9):
+
+1. Targets. Each utterance becomes MFCC frames on the model's own frame grid: a 400-
+   sample window every 320 samples, exactly the CNN's receptive field and stride, so that
+   label t and CNN frame t describe the same samples. 13 coefficients + deltas + delta-
+   deltas = 39 dims (HuBERT's first-iteration features), the utterance mean removed (the
+   toy's sessions differ mostly by channel EQ, which is a constant offset in the cepstrum;
+   clusters should follow phones, not microphones). k-means with K = 100 clusters on a
+   sample of frames gives every frame a label z_t = argmin_k ||m_t - c_k||.
+2. Span masking (HuBERT Sec. II-B, as in wav2vec 2.0): int(p T / l + u) spans of l = 10
+   frames start at distinct random frames (p = 0.8, u ~ U[0, 1)); they overlap, so about
+   half of the frames end up masked. The projected CNN features of masked frames are
+   replaced by a learned vector, mask_emb.
+3. Prediction (HuBERT Eq. 1-3). The last layer's output o_t is projected (A o_t) and
+   compared with one embedding e_c per cluster by cosine similarity at temperature 0.1:
+       p(c | X~, t) = exp(cos(A o_t, e_c) / 0.1) / sum_c' exp(cos(A o_t, e_c') / 0.1)
+   The loss is the cross-entropy over the masked frames M only (HuBERT's alpha = 1):
+       L = -(1 / |M|) sum_{t in M} log p(z_t | X~, t)
+   Predicting unmasked frames would only teach the model to copy its input.
+4. Utterance mixing (WavLM Sec. III-B; --mix-prob). A share of the crops get a segment of
+   another crop of the batch added, over less than half of their length, at a random
+   energy ratio; their targets stay those of the clean crop, so the model must learn to
+   ignore the interfering voice (denoising masked speech modelling).
+
+Outputs in --out (default runs/pretrain_<data>):
+  tiny_wavlm.pt   the encoder as {"cfg", "model"} with the key names of Microsoft's
+                  WavLM-Base+.pt (mask_emb included, the prediction head not, like theirs);
+                  `train.py --ssl` reads it through pretrained.load_pretrained
+  checkpoint.pt   everything needed to continue (--resume), the k-means centroids included
+  log.jsonl       one line per step (loss, accuracy on masked and unmasked frames, lr)
+                  and the held-out evaluations
+  report.json     data, targets, final losses, wall time; loss.png the curves
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchaudio
+
+import data
+import pretrained
+import run_folder
+import toy_corpus
+from wavlm_masked import (MaskedWavLM, WavLMConfig, atomic_torch_save, frame_lengths,
+                          load_state_exactly, read_checkpoint)
+
+SAMPLE_RATE = data.SAMPLE_RATE
+HOP, WINDOW = 320, 400          # the CNN's stride and receptive field in samples (20 ms, 25 ms)
+TEMPERATURE = 0.1               # HuBERT's tau for the cosine-similarity logits
+FINAL_DIM = 64                  # size of the projection A o_t (HuBERT Base: 256, for 768 dims)
+CONV_LAYERS = WavLMConfig.tiny().conv_layers   # every WavLM shares the 400/320 frame grid
+
+
+# ----------------------------------------------------------------------------- targets
+_MFCC = torchaudio.transforms.MFCC(
+    sample_rate=SAMPLE_RATE, n_mfcc=13,
+    melkwargs=dict(n_fft=WINDOW, win_length=WINDOW, hop_length=HOP, n_mels=40, center=False))
+
+
+def mfcc_frames(wave: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (T, 39) MFCC + delta + delta-delta, utterance mean removed, with T equal
+    to the CNN's frame count for S samples (center=False: frame t = samples [320t, 320t+400))."""
+    m = _MFCC(wave.float())                                                  # (13, T)
+    d1 = torchaudio.functional.compute_deltas(m)
+    d2 = torchaudio.functional.compute_deltas(d1)
+    feats = torch.cat([m, d1, d2]).T                                         # (T, 39)
+    return feats - feats.mean(0, keepdim=True)
+
+
+def kmeans(x: torch.Tensor, k: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007) -> (k, D)
+    centroids. Deterministic for a given seed; an empty cluster keeps its centroid."""
+    g = torch.Generator().manual_seed(seed)
+    x = x.double()
+    centroids = [x[torch.randint(len(x), (1,), generator=g)][0]]
+    nearest = ((x - centroids[0]) ** 2).sum(1)                    # squared distance to the set
+    for _ in range(k - 1):       # the next seed is drawn with probability ~ squared distance
+        c = x[torch.multinomial(nearest, 1, generator=g)][0]
+        centroids.append(c)
+        nearest = torch.minimum(nearest, ((x - c) ** 2).sum(1))
+    centroids = torch.stack(centroids)                                       # (k, D)
+    for _ in range(iterations):
+        assign = torch.cdist(x, centroids).argmin(1)                         # (N,)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids.float()
+
+
+def assign_clusters(feats: torch.Tensor, centroids: torch.Tensor, scale: torch.Tensor):
+    """(T, 39) -> (T,) label of the nearest centroid, in the scaled feature space."""
+    return torch.cdist(feats / scale, centroids).argmin(1)
+
+
+@dataclass
+class Targets:
+    """The k-means model of step 1: features are divided by `scale` (each dimension's
+    standard deviation over the k-means sample, so that c0, the log energy, does not
+    outweigh the 38 others) before the nearest centroid is taken."""
+    centroids: torch.Tensor        # (K, 39)
+    scale: torch.Tensor            # (39,)
+
+    def labels(self, feats):
+        return assign_clusters(feats, self.centroids, self.scale)
+
+
+def fit_targets(feats, clusters, max_frames, seed) -> Targets:
+    """k-means on up to max_frames of the (T, 39) MFCC frames, drawn evenly from every file."""
+    every = max(1, sum(len(f) for f in feats) // max_frames)
+    sample = torch.cat(feats)[::every]                                       # (N, 39)
+    scale = sample.std(0).clamp_min(1e-5)
+    return Targets(kmeans(sample / scale, clusters, seed=seed), scale)
+
+
+# ----------------------------------------------------------------------------- masking
+def span_mask(num_frames: int, mask_prob: float, mask_length: int, rng) -> torch.Tensor:
+    """(T,) bool: int(p T / l + u) spans of l frames at distinct random starts (they may
+    overlap), as wav2vec 2.0 / HuBERT / WavLM compute_mask_indices with static lengths."""
+    spans = int(mask_prob * num_frames / mask_length + rng.random())
+    starts = rng.choice(num_frames - mask_length + 1, min(spans, num_frames - mask_length + 1),
+                        replace=False)
+    mask = torch.zeros(num_frames, dtype=torch.bool)
+    for s in starts:
+        mask[s:s + mask_length] = True
+    return mask
+
+
+def mix_utterances(waves: torch.Tensor, mix_prob: float, rng, energy_db=(-5.0, 5.0)):
+    """WavLM's utterance mixing: each crop, with probability mix_prob, gets a segment of
+    another crop of the batch added at a random place, shorter than half the crop, scaled
+    so that the primary-to-secondary energy ratio is uniform in energy_db. (B, S) -> (B, S)."""
+    B, S = waves.shape
+    out = waves.clone()
+    for i in range(B):
+        if B < 2 or rng.random() >= mix_prob:
+            continue
+        j = int(rng.integers(B - 1))
+        j += j >= i                                                  # any crop but this one
+        length = int(rng.integers(1, S // 2))
+        src, dst = int(rng.integers(0, S - length + 1)), int(rng.integers(0, S - length + 1))
+        segment = waves[j, src:src + length]
+        ratio_db = rng.uniform(*energy_db)
+        e_primary = waves[i].pow(2).mean()
+        e_segment = segment.pow(2).mean().clamp_min(1e-10)
+        out[i, dst:dst + length] += segment * torch.sqrt(e_primary / (e_segment * 10 ** (ratio_db / 10)))
+    return out
+
+
+# ------------------------------------------------------------------------------- model
+class MaskedPrediction(nn.Module):
+    """A MaskedWavLM with HuBERT's pre-training parts: the mask embedding (kept in the
+    exported checkpoint, as in WavLM's releases), the projection A and the cluster
+    embeddings e_c (pre-training only)."""
+
+    def __init__(self, config: WavLMConfig, num_clusters: int, final_dim: int = FINAL_DIM):
+        super().__init__()
+        self.wavlm = MaskedWavLM(config)
+        E = config.hidden_size
+        self.mask_emb = nn.Parameter(torch.empty(E).uniform_())         # as fairseq initialises it
+        self.final_proj = nn.Linear(E, final_dim)
+        self.label_embs = nn.Parameter(torch.empty(num_clusters, final_dim).uniform_(-1, 1))
+
+    def forward(self, waves, frame_mask):
+        """waves (B, S), frame_mask (B, T) bool -> cluster logits (B, T, K)."""
+        features, z_last = self.wavlm.feature_extractor(waves)                  # (B, T, C)
+        x = self.wavlm.feature_projection(features, z_last)                     # (B, T, E)
+        x = torch.where(frame_mask[..., None], self.mask_emb.to(x.dtype), x)
+        last = self.wavlm.encoder(x)[-1]                                        # (B, T, E)
+        y = F.normalize(self.final_proj(last), dim=-1)                          # (B, T, D)
+        return y @ F.normalize(self.label_embs, dim=-1).T / TEMPERATURE         # (B, T, K)
+
+
+def masked_prediction_loss(logits, targets, frame_mask):
+    """Cross-entropy over the masked frames only: logits (B, T, K), targets (B, T) long,
+    frame_mask (B, T) bool -> scalar mean over the masked frames."""
+    return F.cross_entropy(logits[frame_mask], targets[frame_mask])
+
+
+# -------------------------------------------------------------------------------- data
+def list_audio(root):
+    """Every .wav / .flac under root, sorted; a clear error when there is none."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data-root {root} is not a folder")
+    paths = data.list_audio_files(root)
+    if not paths:
+        raise FileNotFoundError(f"no .wav or .flac files under {root}")
+    return paths
+
+
+class Crops:
+    """Fixed-length crops with their frame labels. A crop starts on a multiple of the
+    320-sample hop, so that CNN frame j of the crop is frame start/320 + j of the file.
+    Each step's batch, crops, masks and mixing come from numpy default_rng([seed, step]):
+    a resumed run draws exactly the examples the uninterrupted one would have."""
+
+    def __init__(self, paths, labels, lengths, crop_seconds):
+        self.paths, self.labels, self.lengths = paths, labels, lengths      # lengths in samples
+        self.samples = int(round(crop_seconds * SAMPLE_RATE))
+        self.frames = int(frame_lengths(torch.tensor([self.samples]), CONV_LAYERS)[0])
+
+    def batch(self, batch_size, rng):
+        waves, targets = [], []
+        for i in rng.integers(0, len(self.paths), batch_size):
+            labels = self.labels[i]
+            last = (self.lengths[i] - self.samples) // HOP     # the crop must fit in the file
+            start = int(rng.integers(0, last + 1))                            # in frames
+            x, _ = data.read_samples(self.paths[i], start * HOP, start * HOP + self.samples)
+            waves.append(torch.from_numpy(x))
+            targets.append(labels[start:start + self.frames])
+        return torch.stack(waves), torch.stack(targets).long()
+
+
+
+# ---------------------------------------------------------------------------- the loop
+def lr_at(step, total, peak, warmup_frac=0.08):
+    """HuBERT's schedule: linear warm-up over the first 8 % of the steps, then linear
+    decay to zero."""
+    warmup = max(1, int(warmup_frac * total))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def evaluate_heldout(model, crops: Crops, args):
+    """Masked-prediction loss and accuracy on held-out crops, with fixed masks."""
+    rng = np.random.default_rng([args.seed, 10 ** 9])
+    model.eval()
+    losses, hits, count = [], 0, 0
+    with torch.no_grad():
+        for _ in range(args.eval_batches):
+            waves, targets = crops.batch(args.batch_size, rng)
+            mask = torch.stack([span_mask(crops.frames, args.mask_prob, args.mask_length, rng)
+                                for _ in range(len(waves))])
+            logits = model(waves, mask)
+            losses.append(masked_prediction_loss(logits, targets, mask).item())
+            hits += (logits.argmax(-1) == targets)[mask].sum().item()
+            count += mask.sum().item()
+    model.train()
+    return dict(heldout_loss=float(np.mean(losses)), heldout_masked_acc=hits / max(1, count))
+
+
+def train(args):
+    stop = run_folder.StopRequest()
+    t_start = time.time()
+    paths, feats, lengths, info = load_corpus(args)     # feats: [(T, 39)] MFCC frames per file
+    out = args.out
+    ckpt_path = os.path.join(out, "checkpoint.pt")
+    if not args.resume and os.path.exists(ckpt_path):
+        run_folder.fail(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+    if args.resume and not os.path.exists(ckpt_path):
+        run_folder.fail(f"--resume but there is no checkpoint at {ckpt_path}")
+    files_hash = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:16]
+
+    torch.manual_seed(args.seed)
+    config = WavLMConfig.tiny(dropout=args.dropout, attention_dropout=args.dropout)
+    state = read_checkpoint(ckpt_path) if args.resume else None
+    if state is not None and state["files_hash"] != files_hash:
+        run_folder.fail(f"{out} was pre-trained on another set of files ({state['files']} "
+                        f"files); resume with the same data or choose another --out")
+    os.makedirs(out, exist_ok=True)
+    if state is None:
+        held = max(1, len(paths) // 20)       # the first 5 % of the files: held-out loss
+        targets = fit_targets(feats[held:], args.clusters, args.kmeans_frames, args.seed)
+    else:
+        held = state["held"]
+        targets = Targets(state["centroids"], state["scale"])
+    labels = [targets.labels(f).to(torch.uint8 if args.clusters <= 256 else torch.int16)
+              for f in feats]
+    crop = int(round(args.crop_seconds * SAMPLE_RATE))
+    usable = [i for i in range(len(paths)) if lengths[i] >= crop]
+    if len(usable) < len(paths):
+        print(f"note: {len(paths) - len(usable)} file(s) shorter than the "
+              f"{args.crop_seconds:g}-s crop are left out")
+
+    def crops(keep):
+        chosen = [i for i in usable if keep(i)]
+        return Crops([paths[i] for i in chosen], [labels[i] for i in chosen],
+                     [lengths[i] for i in chosen], args.crop_seconds)
+    heldout, train_set = crops(lambda i: i < held), crops(lambda i: i >= held)
+    if not train_set.paths or not heldout.paths:
+        run_folder.fail(f"too few files of at least {args.crop_seconds:g} s under {args.data_root} "
+                        f"to pre-train and hold some out; lower --crop-seconds or add audio")
+    usage = torch.bincount(torch.cat(train_set.labels).long(), minlength=args.clusters).double()
+    usage = usage / usage.sum()
+    perplexity = float(torch.exp(-(usage[usage > 0] * usage[usage > 0].log()).sum()))
+
+    model = MaskedPrediction(config, args.clusters)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
+                                  weight_decay=0.01)          # HuBERT's Adam settings
+    step, seconds_before = 0, 0.0
+    log_path = os.path.join(out, "log.jsonl")
+    if state is not None:
+        load_state_exactly(model, state["model"], ckpt_path)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        step, seconds_before = state["step"], state["seconds"]
+        run_folder.truncate_log(log_path, step)
+        print(f"resuming at step {step} of {args.steps}")
+    elif os.path.exists(log_path):
+        os.replace(log_path, os.path.join(out, "log.previous.jsonl"))
+
+    def save():
+        atomic_torch_save(dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                               torch_rng=torch.get_rng_state(), centroids=targets.centroids,
+                               scale=targets.scale, held=held, files=len(paths),
+                               files_hash=files_hash, seconds=seconds_before + time.time() - t0,
+                               args=run_folder.plain_values(vars(args))), ckpt_path)
+
+    print(f"pre-training a tiny WavLM ({model.wavlm.num_params():,} parameters) on "
+          f"{len(train_set.paths)} files, {len(heldout.paths)} held out; cluster perplexity "
+          f"{perplexity:.1f} of {args.clusters}", flush=True)
+    stop.defer()
+    t0, last_save = time.time(), time.time()
+    log = open(log_path, "a")
+    model.train()
+    while step < args.steps:
+        rng = np.random.default_rng([args.seed, step])
+        waves, target_frames = train_set.batch(args.batch_size, rng)
+        if args.mix_prob > 0:
+            waves = mix_utterances(waves, args.mix_prob, rng)
+        mask = torch.stack([span_mask(train_set.frames, args.mask_prob, args.mask_length, rng)
+                            for _ in range(len(waves))])                      # (B, T)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr)
+        logits = model(waves, mask)                                               # (B, T, K)
+        loss = masked_prediction_loss(logits, target_frames, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        step += 1
+        with torch.no_grad():
+            hit = logits.argmax(-1) == target_frames
+        record = dict(step=step, loss=loss.item(), masked_acc=hit[mask].float().mean().item(),
+                      unmasked_acc=hit[~mask].float().mean().item(),
+                      masked_share=mask.float().mean().item(), lr=optimizer.param_groups[0]["lr"],
+                      seconds=round(seconds_before + time.time() - t0, 2))
+        if step % args.eval_every == 0 or step == args.steps:
+            record.update(evaluate_heldout(model, heldout, args))
+            print(f"step {step}/{args.steps}: loss {record['loss']:.3f}, held-out loss "
+                  f"{record['heldout_loss']:.3f}, masked accuracy "
+                  f"{record['heldout_masked_acc']:.3f}", flush=True)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if stop.requested or step == args.steps or time.time() - last_save > 60 * args.save_minutes:
+            save()
+            last_save = time.time()
+        if stop.requested and step < args.steps:
+            log.close()
+            stop.restore()
+            print(f"\n{stop.name}: stopped after step {step} of {args.steps}; checkpoint written. "
+                  f"Continue with:\n  {run_folder.resume_command(sys.argv[1:])}", file=sys.stderr)
+            sys.exit(stop.exit_code())
+    log.close()
+    stop.restore()
+
+    export = pretrained.unilm_checkpoint(model.wavlm, model.mask_emb, mask_prob=args.mask_prob,
+                                         mask_length=args.mask_length, label_rate=50,
+                                         num_clusters=args.clusters, mix_prob=args.mix_prob)
+    atomic_torch_save(export, os.path.join(out, "tiny_wavlm.pt"))
+    rows = [json.loads(line) for line in open(log_path)]
+    last = [r for r in rows if "heldout_loss" in r][-1]
+    report = dict(data=info, files=len(paths), train_files=len(train_set.paths),
+                  heldout_files=len(heldout.paths), clusters=args.clusters,
+                  cluster_perplexity=round(perplexity, 2), steps=args.steps,
+                  parameters=model.wavlm.num_params(),
+                  final=dict(loss=float(np.mean([r["loss"] for r in rows[-100:]])),
+                             masked_acc=float(np.mean([r["masked_acc"] for r in rows[-100:]])),
+                             unmasked_acc=float(np.mean([r["unmasked_acc"] for r in rows[-100:]])),
+                             heldout_loss=last["heldout_loss"],
+                             heldout_masked_acc=last["heldout_masked_acc"]),
+                  train_seconds=rows[-1]["seconds"],
+                  wall_seconds_this_attempt=round(time.time() - t_start, 1),
+                  command="python pretrain.py " + " ".join(sys.argv[1:]), args=vars(args))
+    run_folder.write_json(os.path.join(out, "report.json"), report)
+    plot_losses(log_path, os.path.join(out, "loss.png"))
+    print(f"wrote {os.path.join(out, 'tiny_wavlm.pt')} (train.py --ssl reads it); "
+          f"report in {os.path.join(out, 'report.json')}")
+    return report
+
+
+def plot_losses(log_path, png_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in open(log_path)]
+    steps = np.array([r["step"] for r in rows])
+    k = max(1, len(rows) // 50)                                   # running mean for the noisy curves
+    smooth = lambda v: np.convolve(v, np.ones(k) / k, mode="valid")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(steps[k - 1:], smooth([r["loss"] for r in rows]), label="training (masked frames)")
+    ev = [r for r in rows if "heldout_loss" in r]
+    a.plot([r["step"] for r in ev], [r["heldout_loss"] for r in ev], "o-", label="held out")
+    a.set(xlabel="step", ylabel="cross-entropy", title="masked prediction loss")
+    a.legend()
+    b.plot(steps[k - 1:], smooth([r["masked_acc"] for r in rows]), label="masked frames")
+    b.plot(steps[k - 1:], smooth([r["unmasked_acc"] for r in rows]), label="unmasked (not trained)")
+    b.plot([r["step"] for r in ev], [r["heldout_masked_acc"] for r in ev], "o-",
+           label="held out, masked")
+    b.set(xlabel="step", ylabel="cluster accuracy", title="which of the K clusters")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def load_corpus(args):
+    """The audio files to pre-train on, each file's MFCC frames, and a description for
+    the report. Every file is read here, so a damaged one is named before training."""
+    try:
+        if args.data == "toy":
+            root = os.path.join(args.cache_dir or data.default_cache_dir(),
+                                f"toy_unlabelled_seed{args.toy_seed}"
+                                + ("" if args.toy_size == "default" else f"_{args.toy_size}"))
+            made = toy_corpus.make_toy_unlabelled(root, args.toy_seed, args.toy_size)
+            args.data_root = root
+            info = dict(kind="toy_unlabelled", root=root, seed=args.toy_seed, size=args.toy_size,
+                        speakers=made["counts"]["speakers"])
+        else:
+            if not args.data_root:
+                run_folder.fail("pass --data toy or --data-root <folder of .wav/.flac files>")
+            info = dict(kind="folder", root=os.path.abspath(args.data_root))
+        paths = list_audio(args.data_root)
+        print(f"reading {len(paths)} files for their MFCC frames ...", flush=True)
+        waves = (data.load_audio(p) for p in paths)           # one at a time: a real corpus
+        feats, lengths = [], []                               # does not fit in memory
+        for wave in waves:
+            feats.append(mfcc_frames(wave))
+            lengths.append(len(wave))
+    except (OSError, RuntimeError, ValueError) as e:
+        run_folder.fail(e)
+    info.update(files=len(paths), hours=round(sum(lengths) / SAMPLE_RATE / 3600, 3))
+    return paths, feats, lengths, info
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", choices=["toy", "folder"], default="folder",
+                   help="'toy': the generated unlabelled toy corpus; 'folder': --data-root")
+    p.add_argument("--data-root", help="a folder of 16-kHz .wav/.flac files (any layout)")
+    p.add_argument("--cache-dir", help="where the toy corpus is generated")
+    p.add_argument("--toy-seed", type=int, default=0)
+    p.add_argument("--toy-size", choices=["default", "tiny"], default="default")
+    p.add_argument("--out", help="output folder (default runs/pretrain_<data>)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--crop-seconds", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--grad-clip", type=float, default=10.0, help="HuBERT's gradient norm clip")
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="dropout and attention dropout while pre-training (HuBERT's 0.1)")
+    p.add_argument("--clusters", type=int, default=100, help="K of the MFCC k-means")
+    p.add_argument("--kmeans-frames", type=int, default=100_000,
+                   help="frames sampled for k-means")
+    p.add_argument("--mask-prob", type=float, default=0.8)
+    p.add_argument("--mask-length", type=int, default=10)
+    p.add_argument("--mix-prob", type=float, default=0.0,
+                   help="share of crops with another utterance mixed in (WavLM); 0 = HuBERT")
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--save-minutes", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch compute threads (0: default)")
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args(argv)
+    if args.data == "folder" and not args.data_root:
+        p.error("pass --data toy or --data-root <folder of .wav/.flac files>")
+    if not 0 < args.mask_prob or args.mask_length < 1:
+        p.error("--mask-prob must be > 0 and --mask-length >= 1")
+    if not 0 <= args.mix_prob <= 1:
+        p.error("--mix-prob must be in [0, 1]")
+    if args.clusters < 2:
+        p.error("--clusters must be at least 2")
+    if args.crop_seconds * SAMPLE_RATE < WINDOW + HOP * args.mask_length:
+        p.error(f"--crop-seconds must hold more than one mask span "
+                f"({(WINDOW + HOP * args.mask_length) / SAMPLE_RATE:g} s)")
+    args.out = args.out or os.path.join("runs", f"pretrain_{args.data}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Tests for pretrain.py: the MFCC k-means targets (on the model's frame grid,
+deterministic, each frame labelled with its nearest centroid), span masking, the loss
+that counts masked frames only, utterance mixing, the unilm checkpoint it writes (key
+names against an independent map of transformers' WavLM, loaded by load_pretrained with
+the same outputs), a smoke run, resuming after an interruption, and bad input."""
+
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import pretrain
+import toy_corpus
+from pretrained import load_pretrained, unilm_checkpoint
+from test_wavlm_oracles import HF_TO_UNILM
+from wavlm_masked import MaskedWavLM, WavLMConfig, frame_lengths, read_checkpoint
+
+
+def test_mfcc_frames_fall_on_the_model_frame_grid():
+    model = MaskedWavLM(WavLMConfig.tiny()).eval()
+    for samples in (400, 719, 720, 16000, 16321):
+        wave = torch.randn(samples)
+        frames = pretrain.mfcc_frames(wave)
+        with torch.no_grad():
+            hidden, _ = model(wave[None])
+        assert frames.shape == (hidden[0].shape[1], 39)
+        assert frames.shape[0] == frame_lengths(torch.tensor([samples]),
+                                                WavLMConfig.tiny().conv_layers)[0]
+        assert torch.allclose(frames.mean(0), torch.zeros(39), atol=1e-4)   # mean removed
+
+
+def test_kmeans_finds_separated_blobs_and_is_deterministic():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(5, 3, generator=g) * 20
+    x = torch.cat([m + torch.randn(200, 3, generator=g) for m in means])
+    a, b = pretrain.kmeans(x, 5, seed=3), pretrain.kmeans(x, 5, seed=3)
+    assert torch.equal(a, b)
+    # each true mean has one centroid next to it
+    dist = torch.cdist(means, a)
+    assert (dist.min(1).values < 0.5).all() and len(set(dist.argmin(1).tolist())) == 5
+
+
+def test_labels_are_the_nearest_centroid():
+    g = torch.Generator().manual_seed(1)
+    feats, centroids, scale = (torch.randn(50, 39, generator=g), torch.randn(7, 39, generator=g),
+                               torch.rand(39, generator=g) + 0.5)
+    labels = pretrain.assign_clusters(feats, centroids, scale)
+    for t in range(50):                    # brute force: every centroid's distance
+        d = [((feats[t] / scale - c) ** 2).sum().item() for c in centroids]
+        assert labels[t].item() == int(np.argmin(d))
+
+
+def test_targets_of_the_toy_corpus_are_deterministic(tmp_path):
+    root = tmp_path / "unl"
+    toy_corpus.make_toy_unlabelled(root, seed=0, size="tiny")
+    paths = pretrain.list_audio(str(root))
+    runs = []
+    for _ in range(2):
+        feats = [pretrain.mfcc_frames(pretrain.data.load_audio(p)) for p in paths]
+        targets = pretrain.fit_targets(feats, 8, 10_000, seed=0)
+        runs.append((targets.centroids, [targets.labels(f) for f in feats]))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    assert len(torch.unique(torch.cat(runs[0][1]))) > 4          # the clusters are used
+
+
+def test_span_mask_spans_and_share():
+    rng = np.random.default_rng(0)
+    masks = torch.stack([pretrain.span_mask(100, 0.8, 10, rng) for _ in range(400)])
+    share = masks.float().mean().item()
+    # 8 spans of 10 at random starts among 91 cover about 1 - (1 - 10/91)^8 of 100 frames
+    assert 0.5 < share < 0.65
+    for row in masks[:50]:                 # every masked run is at least one span long
+        runs = [len(r) for r in "".join("1" if v else "0" for v in row.tolist()).split("0") if r]
+        assert min(runs) >= 10
+
+
+def test_loss_counts_masked_frames_only():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 30, 8), torch.randint(0, 8, (2, 30))
+    mask = torch.zeros(2, 30, dtype=torch.bool)
+    mask[0, 3:13], mask[1, 20:30] = True, True
+    loss = pretrain.masked_prediction_loss(logits, targets, mask)
+    brute = np.mean([-torch.log_softmax(logits[b, t], -1)[targets[b, t]].item()
+                     for b in range(2) for t in range(30) if mask[b, t]])
+    assert abs(loss.item() - brute) < 1e-5
+    changed = logits.clone()
+    changed[~mask] = torch.randn(int((~mask).sum()), 8) * 10         # unmasked frames: no effect
+    assert pretrain.masked_prediction_loss(changed, targets, mask).item() == pytest.approx(loss.item())
+    changed[0, 5, targets[0, 5]] += 5.0                               # a masked frame: an effect
+    assert pretrain.masked_prediction_loss(changed, targets, mask).item() != pytest.approx(loss.item())
+
+
+def test_utterance_mixing():
+    torch.manual_seed(0)
+    waves = torch.randn(4, 8000)
+    rng = np.random.default_rng(0)
+    assert torch.equal(pretrain.mix_utterances(waves, 0.0, rng), waves)
+    mixed = pretrain.mix_utterances(waves, 1.0, rng)
+    for i in range(4):
+        added = mixed[i] - waves[i]
+        where = added.abs() > 0
+        span = where.nonzero()
+        assert 0 < span[-1] - span[0] + 1 < 8000 // 2                 # under half the crop
+        ratio_db = 10 * torch.log10(waves[i].pow(2).mean() / added[where].pow(2).mean())
+        assert -5.01 <= ratio_db <= 5.01
+
+
+def test_unilm_checkpoint_has_the_reference_key_names(tmp_path):
+    """Our export against transformers' WavLM of the same shape, renamed to unilm by the
+    oracle tests' independent map: the same keys, the same shapes, and mask_emb."""
+    c = WavLMConfig.tiny()
+    ref = transformers.WavLMModel(transformers.WavLMConfig(
+        hidden_size=c.hidden_size, num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads, intermediate_size=c.ffn_dim,
+        conv_dim=[ch for ch, _, _ in c.conv_layers], num_conv_pos_embeddings=c.pos_conv_kernel,
+        num_conv_pos_embedding_groups=c.pos_conv_groups, max_bucket_distance=c.max_distance))
+    expected = {}
+    for key, value in ref.state_dict().items():
+        for pattern, repl in HF_TO_UNILM:
+            if re.match(pattern, key):
+                repl = "feature_extractor.conv_layers.0.2." if repl == "GROUP_OR_LAYER_0" else repl
+                key = re.sub(pattern, repl, key, count=1)
+                break
+        expected[key] = tuple(value.shape)
+    ours = unilm_checkpoint(MaskedWavLM(c), torch.zeros(c.hidden_size))
+    assert {k: tuple(v.shape) for k, v in ours["model"].items()} == expected
+    with pytest.raises(ValueError, match="only a dense model"):
+        unilm_checkpoint(MaskedWavLM(WavLMConfig.tiny(prune_units=["head"])), torch.zeros(128))
+
+
+def run(tmp_path, *extra):
+    return pretrain.main(["--data", "toy", "--toy-size", "tiny", "--cache-dir",
+                          str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--steps", "5",
+                          "--batch-size", "3", "--crop-seconds", "0.8", "--clusters", "8",
+                          "--eval-every", "2", "--eval-batches", "1", *extra])
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_checkpoint_that_load_pretrained_reads(tmp_path):
+    report = run(tmp_path, "--mix-prob", "0.5")
+    assert report["steps"] == 5 and report["files"] == 6 and report["heldout_files"] == 1
+    out = tmp_path / "run"
+    raw = read_checkpoint(out / "tiny_wavlm.pt")
+    assert set(raw) == {"cfg", "model"} and "mask_emb" in raw["model"]
+    assert raw["cfg"]["mask_prob"] == 0.8 and raw["cfg"]["mix_prob"] == 0.5
+    loaded = load_pretrained(out / "tiny_wavlm.pt").eval()     # every key mapped, or it raises
+    state = read_checkpoint(out / "checkpoint.pt")
+    trained = pretrain.MaskedPrediction(WavLMConfig.tiny(), 8)
+    trained.load_state_dict(state["model"])
+    x = torch.randn(2, 12000)
+    with torch.no_grad():
+        a, _ = trained.wavlm.eval()(x)
+        b, _ = loaded(x)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert (out / "loss.png").exists() and len((out / "log.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    run(tmp_path / "straight")
+    lr_at = pretrain.lr_at
+
+    def interrupt_at_step_3(step, total, peak):
+        if step == 2:                                   # during the third step
+            os.kill(os.getpid(), signal.SIGINT)
+        return lr_at(step, total, peak)
+
+    monkeypatch.setattr(pretrain, "lr_at", interrupt_at_step_3)
+    with pytest.raises(SystemExit) as stopped:
+        run(tmp_path / "interrupted")
+    assert stopped.value.code == 130
+    assert read_checkpoint(tmp_path / "interrupted" / "run" / "checkpoint.pt")["step"] == 3
+    monkeypatch.setattr(pretrain, "lr_at", lr_at)
+    run(tmp_path / "interrupted", "--resume")
+    a = read_checkpoint(tmp_path / "straight" / "run" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "interrupted" / "run" / "checkpoint.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    log = (tmp_path / "interrupted" / "run" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 5                                # one line per step
+
+
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(["--data-root", str(tmp_path / "nope")])
+    assert e.value.code == 2 and "is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(["--data-root", str(tmp_path / "empty")])
+    assert e.value.code == 2 and "no .wav or .flac" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"not audio")
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(["--data-root", str(tmp_path / "bad")])
+    assert e.value.code == 2 and "x.wav" in capsys.readouterr().err
