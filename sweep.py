@@ -24,7 +24,8 @@ seed by seed, so an interrupted sweep has whole curves for its first seeds.
 
 Outputs in <out> (default runs/sweep_<data>):
   results.csv       one row per run and test set (kind, target, seed, sparsity, params, EER,
-                    minDCF, seconds)
+                    minDCF, seconds, and what survived per layer: CNN channels, heads, FFN
+                    units, attention and FFN blocks kept as 1/0)
   results.md        the table: mean and spread over seeds per (kind, target) and test set
   eer_vs_params.png EER against SSL parameters with error bars; the paper's numbers beside it
 """
@@ -218,16 +219,22 @@ def collect(args):
             r = json.load(fh)
         # A small model is dense (its own sparsity is 0): count it against the tiny model.
         sparsity = 1 - r["params_after"] / tiny_params() if kind == "small" else r["sparsity"]
+        # What survived, per layer (space-separated): which structures pruning removed.
+        kept = {key: " ".join(str(int(v)) for v in r["structure"][key]) for key in STRUCTURE}
         for name, m in r["pruned"].items():
             rows.append(dict(kind=kind, target=target, seed=seed, test_set=name,
                              sparsity=round(sparsity, 4),
                              params=r["params_after"], eer=m["eer"], min_dcf=m["min_dcf"],
-                             seconds=r["seconds"]))
+                             seconds=r["seconds"], **kept))
     return rows
 
 
+STRUCTURE = ("conv_channels", "heads", "ffn_units", "attention", "ffn")
+
+
 def write_csv(rows, path):
-    cols = ["kind", "target", "seed", "test_set", "sparsity", "params", "eer", "min_dcf", "seconds"]
+    cols = ["kind", "target", "seed", "test_set", "sparsity", "params", "eer", "min_dcf",
+            "seconds", *STRUCTURE]
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, cols)
         w.writeheader()

@@ -85,7 +85,9 @@ def fake_run(folder, sparsity, params, eers, seconds=60.0, checkpoint=False, com
     if checkpoint:
         open(os.path.join(folder, "checkpoint.pt"), "w").close()
         return
-    report = dict(sparsity=sparsity, params_after=params, seconds=seconds,
+    structure = dict(conv_channels=[64, 32], heads=[4, 1], ffn_units=[512, 7],
+                     attention=[True, True], ffn=[True, False])
+    report = dict(sparsity=sparsity, params_after=params, seconds=seconds, structure=structure,
                   pruned={name: dict(eer=e, min_dcf=0.5) for name, e in eers.items()})
     with open(os.path.join(folder, "report.json"), "w") as fh:
         json.dump(report, fh)
@@ -121,6 +123,7 @@ def test_status_resume_and_table_with_spreads(tmp_path, monkeypatch, capsys):
     with open(tmp_path / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 5 and {r["test_set"] for r in rows} == {"vox1_o"}
+    assert (rows[0]["heads"], rows[0]["ffn_units"], rows[0]["ffn"]) == ("4 1", "512 7", "1 0")
     assert (tmp_path / "eer_vs_params.png").stat().st_size > 1000
     minmax = sweep.table(sweep.collect(args), "minmax")
     assert "12.00 (10.00–14.00)" in minmax
