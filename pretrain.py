@@ -163,7 +163,8 @@ def mix_utterances(waves: torch.Tensor, mix_prob: float, rng, energy_db=(-5.0, 5
         ratio_db = rng.uniform(*energy_db)
         e_primary = waves[i].pow(2).mean()
         e_segment = segment.pow(2).mean().clamp_min(1e-10)
-        out[i, dst:dst + length] += segment * torch.sqrt(e_primary / (e_segment * 10 ** (ratio_db / 10)))
+        gain = torch.sqrt(e_primary / (e_segment * 10 ** (ratio_db / 10)))
+        out[i, dst:dst + length] += gain * segment
     return out
 
 
@@ -321,7 +322,8 @@ def train(args):
         os.replace(log_path, os.path.join(out, "log.previous.jsonl"))
 
     def save():
-        atomic_torch_save(dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
+        atomic_torch_save(dict(step=step, model=model.state_dict(),
+                               optimizer=optimizer.state_dict(),
                                torch_rng=torch.get_rng_state(), centroids=targets.centroids,
                                scale=targets.scale, held=held, files=len(paths),
                                files_hash=files_hash, seconds=seconds_before + time.time() - t0,
@@ -381,6 +383,14 @@ def train(args):
     atomic_torch_save(export, os.path.join(out, "tiny_wavlm.pt"))
     rows = [json.loads(line) for line in open(log_path)]
     last = [r for r in rows if "heldout_loss" in r][-1]
+    every = max(1, len(rows) // 120)             # the curves, ~120 points, for notebook 08
+    curve = [dict(step=rows[i + every - 1]["step"],
+                  **{k: round(float(np.mean([r[k] for r in rows[i:i + every]])), 4)
+                     for k in ("loss", "masked_acc", "unmasked_acc")})
+             for i in range(0, len(rows) - every + 1, every)]
+    heldout_curve = [dict(step=r["step"], loss=round(r["heldout_loss"], 4),
+                    masked_acc=round(r["heldout_masked_acc"], 4))
+               for r in rows if "heldout_loss" in r]
     report = dict(data=info, files=len(paths), train_files=len(train_set.paths),
                   heldout_files=len(heldout.paths), clusters=args.clusters,
                   cluster_perplexity=round(perplexity, 2), steps=args.steps,
@@ -392,7 +402,9 @@ def train(args):
                              heldout_masked_acc=last["heldout_masked_acc"]),
                   train_seconds=rows[-1]["seconds"],
                   wall_seconds_this_attempt=round(time.time() - t_start, 1),
-                  command="python pretrain.py " + " ".join(sys.argv[1:]), args=vars(args))
+                  command="python pretrain.py " + " ".join(a for a in sys.argv[1:]
+                                                           if a != "--resume"),
+                  args=vars(args), curve=curve, heldout_curve=heldout_curve)
     run_folder.write_json(os.path.join(out, "report.json"), report)
     plot_losses(log_path, os.path.join(out, "loss.png"))
     print(f"wrote {os.path.join(out, 'tiny_wavlm.pt')} (train.py --ssl reads it); "
@@ -406,7 +418,7 @@ def plot_losses(log_path, png_path):
     import matplotlib.pyplot as plt
     rows = [json.loads(line) for line in open(log_path)]
     steps = np.array([r["step"] for r in rows])
-    k = max(1, len(rows) // 50)                                   # running mean for the noisy curves
+    k = max(1, len(rows) // 50)                           # running mean for the noisy curves
     smooth = lambda v: np.convolve(v, np.ones(k) / k, mode="valid")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot(steps[k - 1:], smooth([r["loss"] for r in rows]), label="training (masked frames)")
