@@ -389,8 +389,8 @@ def train(args):
                      for k in ("loss", "masked_acc", "unmasked_acc")})
              for i in range(0, len(rows) - every + 1, every)]
     heldout_curve = [dict(step=r["step"], loss=round(r["heldout_loss"], 4),
-                    masked_acc=round(r["heldout_masked_acc"], 4))
-               for r in rows if "heldout_loss" in r]
+                          masked_acc=round(r["heldout_masked_acc"], 4))
+                     for r in rows if "heldout_loss" in r]
     report = dict(data=info, files=len(paths), train_files=len(train_set.paths),
                   heldout_files=len(heldout.paths), clusters=args.clusters,
                   cluster_perplexity=round(perplexity, 2), steps=args.steps,
