@@ -149,7 +149,7 @@ def unilm_checkpoint(model: MaskedWavLM, mask_emb: torch.Tensor, **extra_cfg) ->
                encoder_ffn_embed_dim=c.ffn_dim, encoder_attention_heads=c.num_heads,
                activation_fn="gelu", layer_norm_first=c.layer_norm_first,
                conv_feature_layers=str([tuple(layer) for layer in c.conv_layers]),
-               conv_bias=c.conv_bias, normalize=False, conv_pos=c.pos_conv_kernel,
+               conv_bias=c.conv_bias, normalize=c.normalize_waveform, conv_pos=c.pos_conv_kernel,
                conv_pos_groups=c.pos_conv_groups, relative_position_embedding=c.relative_position,
                num_buckets=c.num_buckets, max_distance=c.max_distance,
                gru_rel_pos=c.relative_position, **extra_cfg)
@@ -219,7 +219,8 @@ def config_from_unilm(cfg: dict) -> WavLMConfig:
         layer_norm_first=bool(g("layer_norm_first", False)),
         pos_conv_kernel=int(g("conv_pos", 128)), pos_conv_groups=int(g("conv_pos_groups", 16)),
         relative_position=bool(g("relative_position_embedding", False)),
-        num_buckets=int(g("num_buckets", 320)), max_distance=int(g("max_distance", 1280)))
+        num_buckets=int(g("num_buckets", 320)), max_distance=int(g("max_distance", 1280)),
+        normalize_waveform=bool(g("normalize", False)))
 
 
 def config_from_hf(cfg: dict) -> WavLMConfig:
@@ -239,14 +240,18 @@ def config_from_hf(cfg: dict) -> WavLMConfig:
         pos_conv_groups=int(cfg.get("num_conv_pos_embedding_groups", 16)),
         relative_position=model_type == "wavlm", num_buckets=int(cfg.get("num_buckets", 320)),
         max_distance=int(cfg.get("max_bucket_distance", 800)),
-        layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)))
+        layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)),
+        # the releases' preprocessor_config.json says it (read by load_pretrained); without
+        # one, the convention of every release: Large-style extractors normalise
+        normalize_waveform=cfg.get("feat_extract_norm", "group") == "layer")
 
 
 def config_from_torchaudio(sd: dict) -> WavLMConfig:
     """A torchaudio bundle file is a bare state dict: read the architecture off the shapes.
-    Two facts are not in the shapes and follow the public checkpoints' convention: the
-    standard conv strides (5, 2, 2, 2, 2, 2, 2) and head_dim 64; pre-LN iff the
-    extractor uses LayerNorm (true of every WavLM/HuBERT/wav2vec 2.0 release)."""
+    Three facts are not in the shapes and follow the public checkpoints' convention: the
+    standard conv strides (5, 2, 2, 2, 2, 2, 2) and head_dim 64; pre-LN, and waveforms
+    normalised per utterance, iff the extractor uses LayerNorm (true of every WavLM,
+    HuBERT and wav2vec 2.0 release: torchaudio's Large bundles normalise, Base ones do not)."""
     pre = "encoder.transformer."
     try:
         n_conv = len([k for k in sd
@@ -271,7 +276,7 @@ def config_from_torchaudio(sd: dict) -> WavLMConfig:
             conv_bias="feature_extractor.conv_layers.0.conv.bias" in sd, hidden_size=E,
             num_layers=n_layers, num_heads=heads,
             ffn_dim=sd[pre + "layers.0.feed_forward.intermediate_dense.weight"].shape[0],
-            layer_norm_first=layer_norm, pos_conv_kernel=v.shape[2],
+            layer_norm_first=layer_norm, normalize_waveform=layer_norm, pos_conv_kernel=v.shape[2],
             pos_conv_groups=E // v.shape[1], relative_position=rel in sd,
             num_buckets=sd[rel].shape[0] if rel in sd else 320, max_distance=800)
     except (KeyError, AttributeError) as e:
@@ -308,14 +313,17 @@ def perturb_norms_and_biases_(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def torchaudio_hidden_states(ref: torch.nn.Module, waves: torch.Tensor,
-                             layer_norm_first: bool) -> List[torch.Tensor]:
+def torchaudio_hidden_states(ref: torch.nn.Module, waves: torch.Tensor, layer_norm_first: bool,
+                             normalize_waveform: bool = False) -> List[torch.Tensor]:
     """A torchaudio WavLM's L+1 hidden states in our model's convention (the input to
     layer 0, then each layer's output), to compare with MaskedWavLM's first return value.
     torchaudio's extract_features returns only the L layer outputs, and for pre-LN models
     without the encoder's final LayerNorm, which our last hidden state includes.
     `layer_norm_first`: the config's flag (torchaudio's own attribute of that name does
-    not follow it for WavLM)."""
+    not follow it for WavLM). `normalize_waveform`: normalise each utterance first, as
+    torchaudio's Large bundles do (a layer norm over the samples)."""
+    if normalize_waveform:
+        waves = torch.nn.functional.layer_norm(waves, waves.shape[-1:])
     layers, _ = ref.extract_features(waves)                               # L x (B, T, E)
     if layer_norm_first:
         layers[-1] = ref.encoder.transformer.layer_norm(layers[-1])
@@ -369,6 +377,11 @@ def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict]
                                     f"not a Hugging Face model folder")
         with open(cfg_path) as f:
             config = config_from_hf(json.load(f))
+        preprocessor = os.path.join(source, "preprocessor_config.json")
+        if os.path.exists(preprocessor):
+            with open(preprocessor) as f:
+                config.normalize_waveform = bool(json.load(f).get("do_normalize",
+                                                                  config.normalize_waveform))
         st_path, bin_path = (os.path.join(source, "model.safetensors"),
                              os.path.join(source, "pytorch_model.bin"))
         if os.path.exists(st_path):

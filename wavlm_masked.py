@@ -83,6 +83,9 @@ class WavLMConfig:
     num_buckets: int = 320
     max_distance: int = 800
     layer_norm_eps: float = 1e-5
+    # Zero mean and unit variance per utterance before the CNN: the Large checkpoints were
+    # pre-trained on normalised waveforms (unilm cfg "normalize", HF "do_normalize").
+    normalize_waveform: bool = False
     dropout: float = 0.0                         # after projection, attention and FFN blocks
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
@@ -217,6 +220,19 @@ def masked_layer_norm(x, keep, weight, bias, eps):
     var = (((x - mean) * keep) ** 2).sum(-1, keepdim=True) / n
     y = (x - mean) * torch.rsqrt(var + eps) * weight + bias
     return y.to(dtype)
+
+
+def normalize_waveforms(waveforms, lengths=None, eps=1e-5):
+    """Each utterance to zero mean and unit variance over its own samples; padding (beyond
+    `lengths`) stays 0, so a padded batch gives what each utterance gives alone. (B, S)."""
+    if lengths is None:
+        return F.layer_norm(waveforms, waveforms.shape[-1:], eps=eps)
+    valid = (torch.arange(waveforms.shape[1], device=waveforms.device)[None, :]
+             < lengths[:, None]).to(waveforms.dtype)                                # (B, S)
+    count = lengths.to(waveforms.dtype)[:, None]                                    # (B, 1)
+    mean = (waveforms * valid).sum(1, keepdim=True) / count
+    var = ((waveforms - mean) * valid).pow(2).sum(1, keepdim=True) / count
+    return (waveforms - mean) * torch.rsqrt(var + eps) * valid
 
 
 def frame_lengths(lengths: torch.Tensor, conv_layers) -> torch.Tensor:
@@ -583,6 +599,8 @@ class MaskedWavLM(nn.Module):
     def forward(self, waveforms, lengths=None):
         """waveforms (B, S), lengths (B,) samples or None ->
         (hidden_states: num_layers + 1 tensors (B, T, E), frame lengths (B,) or None)."""
+        if self.config.normalize_waveform:
+            waveforms = normalize_waveforms(waveforms, lengths)
         features, z_last = self.feature_extractor(waveforms)                      # (B, T, C)
         x = self.feature_projection(features, z_last)                             # (B, T, E)
         key_padding = None

@@ -282,7 +282,8 @@ def oracle_torchaudio(sec, ctx):
                   limit="equal")
         x = torch.randn(batch, int(seconds * SAMPLE_RATE), device=dev)
         with torch.no_grad(), exact_fp32():
-            expected = torchaudio_hidden_states(ref, x, cfg.layer_norm_first)  # L+1 states
+            expected = torchaudio_hidden_states(ref, x, cfg.layer_norm_first,  # L+1 states
+                                                ours.config.normalize_waveform)
             got, _ = ours(x)
         diff = max(max_diff(a, b) for a, b in zip(got, expected))
         sec.check(f"{label}: max |ours - torchaudio| over {len(got)} hidden states, "

@@ -6,6 +6,7 @@ weights with the unilm key names. Every hidden state must agree to 1e-4 in fp32.
 """
 import re
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -36,7 +37,8 @@ def test_matches_torchaudio(cfg, tmp_path):
         assert ours.num_params() == 94_381_168    # torchaudio wavlm_base(), docs/method.md Sec. 3
     x = torch.randn(2, 16000)
     with torch.no_grad():
-        expected = torchaudio_hidden_states(ref, x, cfg.layer_norm_first)   # L+1 states
+        expected = torchaudio_hidden_states(ref, x, cfg.layer_norm_first,    # L+1 states
+                                            ours.config.normalize_waveform)
         got, _ = ours(x)
     assert len(got) == len(expected) == cfg.num_layers + 1
     for a, b in zip(got, expected):
@@ -55,8 +57,11 @@ def hf_config(large: bool, model_type="wavlm"):
     return transformers.HubertConfig(**kw)
 
 
-def hf_outputs(model, x, lengths):
+def hf_outputs(model, x, lengths, normalize=False):
     mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).long()
+    if normalize:         # what the release's feature extractor does first (do_normalize)
+        x = torch.from_numpy(np.stack(transformers.Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(
+            list(x.numpy()), attention_mask=list(mask.numpy()), padding_value=0.0)))
     with torch.no_grad():
         out = model(x, attention_mask=mask, output_hidden_states=True)
     # transformers lists each layer's raw output; the pre-LN final LayerNorm is only in
@@ -81,11 +86,12 @@ def test_matches_transformers_with_padding(large, tmp_path):
     lengths = torch.tensor([12000, 9001, 4000])
     got, frames = ours(x, lengths)
     assert frames.tolist() == ref._get_feat_extract_output_lengths(lengths).tolist()
-    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths, ours.config.normalize_waveform),
+                             frames)
     # And without padding (lengths=None): every frame.
     full, none = ours(x[:1])
     assert none is None
-    assert_same_valid_frames(full, hf_outputs(ref, x[:1], torch.tensor([12000])),
+    assert_same_valid_frames(full, hf_outputs(ref, x[:1], torch.tensor([12000]), large),
                              torch.tensor([full[0].shape[1]]))
 
 
@@ -98,7 +104,8 @@ def test_matches_hubert(tmp_path):
     assert not ours.config.relative_position
     x, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
     got, frames = ours(x, lengths)
-    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths, ours.config.normalize_waveform),
+                             frames)
 
 
 # HF name -> unilm name, written independently of the library's own map.
@@ -155,7 +162,8 @@ def test_matches_unilm_checkpoint(large, tmp_path):
     ours = load_pretrained(tmp_path / "WavLM-tiny.pt").eval()
     x, lengths = torch.randn(2, 8000), torch.tensor([8000, 6000])
     got, frames = ours(x, lengths)
-    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths, ours.config.normalize_waveform),
+                             frames)
 
 
 def test_open_gates_change_nothing(tmp_path):
@@ -169,7 +177,8 @@ def test_open_gates_change_nothing(tmp_path):
             p.fill_(20.0)
     x, lengths = torch.randn(2, 8000), torch.tensor([8000, 7000])
     got, frames = ours(x, lengths)
-    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths, ours.config.normalize_waveform),
+                             frames)
 
 
 def test_conv_layer_parser_refuses_code():
@@ -209,3 +218,30 @@ def test_bad_checkpoints_fail_loudly(tmp_path):
         load_pretrained(tmp_path / "hf")
     with pytest.raises(FileNotFoundError, match="neither a file"):
         load_pretrained(tmp_path / "nope.pt")
+
+
+def test_waveform_normalisation_follows_the_checkpoint(tmp_path):
+    """Large checkpoints expect each utterance at zero mean and unit variance: the flag comes
+    from unilm's cfg "normalize", HF's preprocessor_config.json (or, without one, the
+    extractor type), and the extractor type for torchaudio; padding does not change it."""
+    torch.manual_seed(0)
+    ref = perturb_norms_and_biases_(transformers.WavLMModel(hf_config(True)))
+    ref.save_pretrained(tmp_path)
+    assert load_pretrained(tmp_path).config.normalize_waveform            # Large-style: on
+    (tmp_path / "preprocessor_config.json").write_text('{"do_normalize": false}')
+    plain = load_pretrained(tmp_path).eval()
+    assert not plain.config.normalize_waveform                             # the file says no
+    x, lengths = 3.0 * torch.randn(2, 8000) + 0.5, torch.tensor([8000, 5000])
+    got, frames = plain(x, lengths)
+    assert_same_valid_frames(got, hf_outputs(ref, x, lengths), frames)
+    torch.save(torchaudio_wavlm(W.WavLMConfig.tiny()).state_dict(), tmp_path / "base.pth")
+    assert not load_pretrained(tmp_path / "base.pth").config.normalize_waveform
+    # Per utterance: the second one padded in a batch gives what it gives alone (a Large-style
+    # model, whose extractor has no statistics over time that padding would change).
+    normed = W.MaskedWavLM(W.WavLMConfig.tiny(extractor_mode="layer_norm", layer_norm_first=True,
+                                              normalize_waveform=True)).eval()
+    batch, frames = normed(x, lengths)
+    alone, _ = normed(x[1:, :5000])
+    for a, b in zip(batch, alone):
+        assert max_diff(a[1, :frames[1]], b[0]) < TOL
+    assert max_diff(normed(x[:1])[0][-1], normed(10 * x[:1] - 3)[0][-1]) < TOL   # scale-free
