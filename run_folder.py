@@ -246,10 +246,6 @@ class Logger:
         if self.bar is not None and show:
             self.bar.set_postfix(show, refresh=False)
 
-    def step(self):
-        if self.bar is not None:
-            self.bar.update(1)
-
     def log_step(self, step, values, target, params0, lr, seconds):
         """One training step: the loss terms, both sparsity estimates, the multipliers."""
         loss, task_loss, s_hat, expected, deployed, lambda1, lambda2 = values
@@ -258,7 +254,8 @@ class Logger:
                       target=target, lambda1=lambda1, lambda2=lambda2, lr=lr, seconds=seconds),
                  show=dict(loss=f"{task_loss:.3f}", s=f"{s_hat:.3f}", t=f"{target:.3f}",
                            l1=f"{lambda1:.2f}", l2=f"{lambda2:.2f}"))
-        self.step()
+        if self.bar is not None:
+            self.bar.update(1)
 
     def print(self, *msg):
         if self.enabled:
