@@ -264,14 +264,16 @@ def evaluate_heldout(model, crops: Crops, args):
 def train(args):
     stop = run_folder.StopRequest()
     t_start = time.time()
-    paths, feats, lengths, info = load_corpus(args)     # feats: [(T, 39)] MFCC frames per file
+    root, paths, feats, lengths, info = load_corpus(args)   # feats: [(T, 39)] MFCC per file
     out = args.out
     ckpt_path = os.path.join(out, "checkpoint.pt")
     if not args.resume and os.path.exists(ckpt_path):
         run_folder.fail(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
     if args.resume and not os.path.exists(ckpt_path):
         run_folder.fail(f"--resume but there is no checkpoint at {ckpt_path}")
-    files_hash = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:16]
+    # which files, relative to their folder: a moved corpus still resumes, another does not
+    files_hash = hashlib.sha1("\n".join(os.path.relpath(p, root) for p in paths)
+                              .encode()).hexdigest()[:16]
 
     torch.manual_seed(args.seed)
     config = WavLMConfig.tiny(dropout=args.dropout, attention_dropout=args.dropout)
@@ -300,7 +302,7 @@ def train(args):
                      [lengths[i] for i in chosen], args.crop_seconds)
     heldout, train_set = crops(lambda i: i < held), crops(lambda i: i >= held)
     if not train_set.paths or not heldout.paths:
-        run_folder.fail(f"too few files of at least {args.crop_seconds:g} s under {args.data_root} "
+        run_folder.fail(f"too few files of at least {args.crop_seconds:g} s under {root} "
                         f"to pre-train and hold some out; lower --crop-seconds or add audio")
     usage = torch.bincount(torch.cat(train_set.labels).long(), minlength=args.clusters).double()
     usage = usage / usage.sum()
@@ -446,14 +448,12 @@ def load_corpus(args):
                                 f"toy_unlabelled_seed{args.toy_seed}"
                                 + ("" if args.toy_size == "default" else f"_{args.toy_size}"))
             made = toy_corpus.make_toy_unlabelled(root, args.toy_seed, args.toy_size)
-            args.data_root = root
-            info = dict(kind="toy_unlabelled", root=root, seed=args.toy_seed, size=args.toy_size,
-                        speakers=made["counts"]["speakers"])
+            info = dict(kind="toy_unlabelled", folder=os.path.basename(root), seed=args.toy_seed,
+                        size=args.toy_size, speakers=made["counts"]["speakers"])
         else:
-            if not args.data_root:
-                run_folder.fail("pass --data toy or --data-root <folder of .wav/.flac files>")
-            info = dict(kind="folder", root=os.path.abspath(args.data_root))
-        paths = list_audio(args.data_root)
+            root = args.data_root
+            info = dict(kind="folder", root=root)
+        paths = list_audio(root)
         print(f"reading {len(paths)} files for their MFCC frames ...", flush=True)
         waves = (data.load_audio(p) for p in paths)           # one at a time: a real corpus
         feats, lengths = [], []                               # does not fit in memory
@@ -463,7 +463,7 @@ def load_corpus(args):
     except (OSError, RuntimeError, ValueError) as e:
         run_folder.fail(e)
     info.update(files=len(paths), hours=round(sum(lengths) / SAMPLE_RATE / 3600, 3))
-    return paths, feats, lengths, info
+    return root, paths, feats, lengths, info
 
 
 def parse_args(argv=None):
