@@ -264,20 +264,23 @@ def evaluate_heldout(model, crops: Crops, args):
 def train(args):
     stop = run_folder.StopRequest()
     t_start = time.time()
-    root, paths, feats, lengths, info = load_corpus(args)   # feats: [(T, 39)] MFCC per file
     out = args.out
     ckpt_path = os.path.join(out, "checkpoint.pt")
     if not args.resume and os.path.exists(ckpt_path):
         run_folder.fail(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
     if args.resume and not os.path.exists(ckpt_path):
         run_folder.fail(f"--resume but there is no checkpoint at {ckpt_path}")
+    root, paths, feats, lengths, info = load_corpus(args)   # feats: [(T, 39)] MFCC per file
     # which files, relative to their folder: a moved corpus still resumes, another does not
     files_hash = hashlib.sha1("\n".join(os.path.relpath(p, root) for p in paths)
                               .encode()).hexdigest()[:16]
 
     torch.manual_seed(args.seed)
     config = WavLMConfig.tiny(dropout=args.dropout, attention_dropout=args.dropout)
-    state = read_checkpoint(ckpt_path) if args.resume else None
+    try:
+        state = read_checkpoint(ckpt_path) if args.resume else None
+    except ValueError as e:                        # a damaged checkpoint: our words, no traceback
+        run_folder.fail(e)
     if state is not None and state["files_hash"] != files_hash:
         run_folder.fail(f"{out} was pre-trained on another set of files ({state['files']} "
                         f"files); resume with the same data or choose another --out")
