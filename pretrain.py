@@ -226,11 +226,12 @@ class Crops:
             labels = self.labels[i]
             last = (self.lengths[i] - self.samples) // HOP     # the crop must fit in the file
             start = int(rng.integers(0, last + 1))                            # in frames
-            x, _ = data.read_samples(self.paths[i], start * HOP, start * HOP + self.samples)
+            x, rate = data.read_samples(self.paths[i], start * HOP, start * HOP + self.samples)
+            if rate != SAMPLE_RATE:       # its labels were made on the resampled audio: slice that
+                x = data.load_audio(self.paths[i])[start * HOP:start * HOP + self.samples].numpy()
             waves.append(torch.from_numpy(x))
             targets.append(labels[start:start + self.frames])
         return torch.stack(waves), torch.stack(targets).long()
-
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -199,3 +199,22 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pretrain.main(["--data-root", str(tmp_path / "bad")])
     assert e.value.code == 2 and "x.wav" in capsys.readouterr().err
+
+
+def test_crops_of_a_file_at_another_rate_follow_its_resampled_labels(tmp_path):
+    """A 22.05-kHz file is resampled when its MFCC labels are made; its crops must be cut
+    from the same resampled audio, or crop and labels would describe different sounds."""
+    import soundfile as sf
+    n = 2 * 22050
+    wave = (np.sin(np.linspace(0, 4000, n)) * np.linspace(0, 1, n)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", wave, 22050)
+    audio = pretrain.data.load_audio(str(tmp_path / "a.wav"))                  # at 16 kHz
+    crops = pretrain.Crops([str(tmp_path / "a.wav")], [torch.zeros(200, dtype=torch.long)],
+                           [len(audio)], 0.5)
+    waves, _ = crops.batch(4, np.random.default_rng(0))
+    rng = np.random.default_rng(0)                  # the same draws, in batch()'s order:
+    rng.integers(0, 1, 4)                           # the files, then each crop's start
+    last = (len(audio) - 8000) // 320
+    for w in waves:
+        start = int(rng.integers(0, last + 1))
+        assert torch.allclose(w, audio[start * 320:start * 320 + 8000])
