@@ -267,10 +267,8 @@ def train(args):
     t_start = time.time()
     out = args.out
     ckpt_path = os.path.join(out, "checkpoint.pt")
-    if not args.resume and os.path.exists(ckpt_path):
-        run_folder.fail(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
-    if args.resume and not os.path.exists(ckpt_path):
-        run_folder.fail(f"--resume but there is no checkpoint at {ckpt_path}")
+    # a finished run resumed is exported again (it never has "nothing to do")
+    run_folder.check_out_folder(out, args.resume, re_export=True)
     root, paths, feats, lengths, info = load_corpus(args)   # feats: [(T, 39)] MFCC per file
     # which files, relative to their folder: a moved corpus still resumes, another does not
     files_hash = hashlib.sha1("\n".join(os.path.relpath(p, root) for p in paths)
@@ -324,8 +322,8 @@ def train(args):
         step, seconds_before = state["step"], state["seconds"]
         run_folder.truncate_log(log_path, step)
         print(f"resuming at step {step} of {args.steps}")
-    elif os.path.exists(log_path):
-        os.replace(log_path, os.path.join(out, "log.previous.jsonl"))
+    else:
+        run_folder.start_fresh(out)      # a log without a checkpoint: moved aside, said
 
     def save():
         atomic_torch_save(dict(step=step, model=model.state_dict(),
@@ -375,11 +373,8 @@ def train(args):
             save()
             last_save = time.time()
         if stop.requested and step < args.steps:
-            log.close()
             stop.restore()
-            print(f"\n{stop.name}: stopped after step {step} of {args.steps}; checkpoint written. "
-                  f"Continue with:\n  {run_folder.resume_command(sys.argv[1:])}", file=sys.stderr)
-            sys.exit(stop.exit_code())
+            run_folder.stopped(log, stop, step, args.steps, sys.argv[1:], world=1, is_main=True)
     log.close()
     stop.restore()
 
