@@ -9,7 +9,7 @@ Peng et al. 2025, "Hybrid Pruning" (arXiv 2508.16232), Sec. 2-3: the SSL model i
 fine-tuned together with an MHFA back-end (Peng et al., SLT 2022) under AAM-softmax for
 speaker verification, or with a binary head for anti-spoofing, while it is pruned.
 
-Both training (train.py) and scoring (evaluate.py) need this model, and neither owns
+Both training (train.py) and scoring (scoring.py, evaluate.py) need this model, and neither owns
 it, so it lives here. It is built from explicit arguments; `save_classifier` /
 `load_classifier` write and read `pruned_model.pt`, a file that needs neither the
 original checkpoint nor any training code.
@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+import checkpoints
+import devices
 import heads
-import wavlm_masked
 from wavlm_masked import MaskedWavLM
 
 EMBED_DIM = 256          # speaker-embedding size of the seed paper's MHFA back-end
@@ -94,40 +95,25 @@ class Classifier(nn.Module):
             return heads.logits_to_llr(self.loss_head.logits(emb.float()), self.p_bonafide)
 
 
-def autocast(device: torch.device, amp: str):
-    """bf16 autocast on CUDA when amp == "bf16", else a no-op context."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=(amp == "bf16"))
-
-
 def utterance_scorer(model: Classifier, device: torch.device, amp: str = "none"):
     """A function wave (1, S) CPU float tensor -> 1-D CPU tensor: SV (256,), CM (1,) LLR.
-    evaluate.evaluate_sets takes any such function: this one, or an exported model's."""
+    scoring.evaluate_sets takes any such function: this one, or an exported model's."""
     model.eval()
 
     @torch.no_grad()
     def score(wave):
-        with autocast(device, amp):
+        with devices.autocast(device, amp):
             return model.score(wave.to(device)).float()[0].reshape(-1).cpu()
     return score
 
 
-def resolve_device(choice: str) -> torch.device:
-    """"auto" | "cpu" | "cuda" -> torch.device; asking for CUDA without one is an error."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(choice)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
-    return device
-
-
 # ----------------------------------------------------------------- pruned_model.pt
 def save_classifier(model: Classifier, path, extra: dict = None):
-    """The SSL model (config + weights) and the head in one file (wavlm_masked.save
+    """The SSL model (config + weights) and the head in one file (checkpoints.save_model
     format), atomically. `extra`: plain values to keep beside them (e.g. the recipe)."""
     head_state = {k: v.detach().cpu() for k, v in model.state_dict().items()
                   if not k.startswith("ssl.")}
-    wavlm_masked.save(model.ssl, path, extra={
+    checkpoints.save_model(model.ssl, path, extra={
         "head": head_state, "head_config": asdict(model.head_config), "task": model.task,
         "num_classes": model.num_classes, "grad_mult": model.grad_mult,
         "p_bonafide": model.p_bonafide, **(extra or {})})
@@ -135,7 +121,7 @@ def save_classifier(model: Classifier, path, extra: dict = None):
 
 def load_classifier(path, device="cpu"):
     """pruned_model.pt -> (Classifier in eval mode, the file's extra dict)."""
-    ssl, extra = wavlm_masked.load(path)
+    ssl, extra = checkpoints.load_model(path)
     needed = ("head", "head_config", "task", "num_classes")
     if any(k not in extra for k in needed):
         raise ValueError(f"{path} holds a WavLM but no classifier head (missing "
@@ -145,6 +131,6 @@ def load_classifier(path, device="cpu"):
                        grad_mult=extra.get("grad_mult", 1.0),
                        p_bonafide=extra.get("p_bonafide", 0.5))
     ssl_state = {f"ssl.{k}": v for k, v in ssl.state_dict().items()}
-    wavlm_masked.load_state_exactly(model, {**ssl_state, **extra["head"]}, path)
+    checkpoints.load_state_exactly(model, {**ssl_state, **extra["head"]}, path)
     return model.to(device).eval(), extra
 

@@ -46,7 +46,6 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -54,6 +53,7 @@ import torch
 import torchaudio
 
 from toy_corpus import make_toy_cm, make_toy_sv
+from trials import TrialList, read_protocol, read_trials
 
 SAMPLE_RATE = 16000
 VOX1_TRIALS = {"vox1_o": "veri_test2.txt", "vox1_e": "list_test_all2.txt",
@@ -209,89 +209,6 @@ class DataSpec:
             else:
                 paths.update(p for p, _ in self.cm_items(n))
         return sorted(paths)
-
-# ----------------------------------------------------------------------------
-# text formats: one reader each, one error format ("file:line: what is wrong")
-
-
-def text_lines(path):
-    """(line number, whitespace-split fields) of every non-blank line of a text file."""
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if fields:
-                yield lineno, fields
-
-
-class TrialList(list):
-    """A list of (label, enroll, test) that remembers its file and line numbers,
-    so that errors about a trial can point at the line it came from."""
-
-    def __init__(self, items=(), path=None, line_numbers=None):
-        super().__init__(items)
-        self.path = path
-        self.line_numbers = (list(line_numbers) if line_numbers is not None
-                             else list(range(1, len(self) + 1)))
-
-
-def read_trials(path) -> TrialList:
-    """VoxCeleb trial list: one `label enroll test` per line, label 1 (same speaker) or 0.
-    A repeated trial or an empty list is an error."""
-    items, linenos, seen = [], [], {}
-    for lineno, f in text_lines(path):
-        if len(f) != 3 or f[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{lineno}: expected '<0|1> <enroll> <test>', "
-                             f"got {' '.join(f)!r}")
-        key = (f[1], f[2])
-        if key in seen:
-            raise ValueError(f"{path}:{lineno}: trial {f[1]} {f[2]} repeats line {seen[key]}")
-        seen[key] = lineno
-        items.append((int(f[0]), f[1], f[2]))
-        linenos.append(lineno)
-    if not items:
-        raise ValueError(f"{path}: no trials")
-    return TrialList(items, path, linenos)
-
-
-class ProtocolEntry(NamedTuple):
-    file: str          # file name without extension, e.g. T_0000000001
-    label: int         # 1 bona fide, 0 spoof
-    attack: str        # attack label (A01, ...), or "bonafide"
-    line: int          # line number in the protocol
-
-
-# Columns (0-based) of file name, attack label and key, by the number of columns:
-#   ASVspoof5:          speaker file gender codec codec_q codec_seed attack_tag attack_label key tmp
-#   ASVspoof 2019 LA:   speaker file - attack key
-PROTOCOL_COLUMNS = {10: (1, 7, 8), 5: (1, 3, 4)}
-PROTOCOL_FORMATS = {10: "ASVspoof5", 5: "ASVspoof 2019 LA"}
-
-
-def read_protocol(path, columns=(10, 5)) -> list:
-    """ASVspoof5 or ASVspoof 2019 LA protocol -> [ProtocolEntry], in file order.
-    `columns`: the accepted formats, by column count. All lines must share one format;
-    a repeated file or an empty file is an error."""
-    entries, seen, ncols = [], {}, None
-    for lineno, f in text_lines(path):
-        if len(f) not in columns or (ncols is not None and len(f) != ncols):
-            accepted = [ncols] if ncols else columns
-            expected = " or ".join(f"{n} ({PROTOCOL_FORMATS[n]})" for n in accepted)
-            raise ValueError(f"{path}:{lineno}: expected {expected} columns, "
-                             f"got {len(f)}: {' '.join(f)!r}")
-        ncols = len(f)
-        file_col, attack_col, key_col = PROTOCOL_COLUMNS[ncols]
-        fid, key = f[file_col], f[key_col]
-        if key not in ("bonafide", "spoof"):
-            raise ValueError(f"{path}:{lineno}: key (column {key_col + 1}) must be bonafide "
-                             f"or spoof, got {key!r}")
-        if fid in seen:
-            raise ValueError(f"{path}:{lineno}: file {fid} repeats line {seen[fid]}")
-        seen[fid] = lineno
-        entries.append(ProtocolEntry(fid, int(key == "bonafide"), "bonafide" if key == "bonafide"
-                                     else f[attack_col], lineno))
-    if not entries:
-        raise ValueError(f"{path}: no entries")
-    return entries
 
 # ----------------------------------------------------------------------------
 # layout parsers

@@ -18,7 +18,7 @@ What is exported is exactly `Classifier.score`, for one utterance:
          CM: the 2-class head's log-likelihood ratio (1,)
 
 The AAM-softmax speaker centres are training-only and are left out. Batch 1 because that
-is how utterances are scored (evaluate.embed_paths): a GroupNorm extractor normalises over
+is how utterances are scored (scoring.embed_paths): a GroupNorm extractor normalises over
 all frames, so padding unequal utterances into a batch would change their embeddings.
 
 How (torch 2.9): two steps, each of which can fail for its own reasons.
@@ -46,7 +46,6 @@ embedding, an 8-kHz model fed 16-kHz audio) is worse than an error.
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -58,6 +57,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import checkpoints
 import classifier
 from data import SAMPLE_RATE        # every model of this library reads 16-kHz audio
 from wavlm_masked import __version__
@@ -82,14 +82,6 @@ class ScoreModule(nn.Module):
 
 def output_name(task: str) -> str:
     return "embedding" if task == "sv" else "llr"
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sidecar_path(onnx_path) -> Path:
@@ -187,7 +179,7 @@ def export_onnx(model: classifier.Classifier, out_path, opset: int = OPSET,
 
 def write_sidecar(onnx_path, info: dict) -> dict:
     """<onnx_path>.json: `info` plus the size and SHA-256 of the .onnx as it is now."""
-    info = {**info, "onnx_sha256": file_sha256(onnx_path),
+    info = {**info, "onnx_sha256": checkpoints.file_sha256(onnx_path),
             "onnx_bytes": Path(onnx_path).stat().st_size}
     sidecar_path(onnx_path).write_text(json.dumps(info, indent=1) + "\n")
     return info
@@ -272,7 +264,7 @@ def read_sidecar(onnx_path) -> dict:
     if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{side} is not a sidecar written by export.py "
                          f"(no format tag {SIDECAR_FORMAT!r})")
-    if info.get("onnx_sha256") != file_sha256(onnx_path):
+    if info.get("onnx_sha256") != checkpoints.file_sha256(onnx_path):
         raise ValueError(f"{side.name} does not belong to {onnx_path.name}: the SHA-256 of the "
                          f".onnx differs from the one recorded at export (the file was replaced or "
                          f"modified); re-export both together")
@@ -302,7 +294,7 @@ def check_session(session, info: dict, onnx_path):
 def onnx_scorer(onnx_path, threads: int = None, sample_rate: int = SAMPLE_RATE):
     """(score_fn, sidecar) for an exported model. score_fn has the contract of
     classifier.utterance_scorer: wave (1, S) float CPU tensor at `sample_rate` ->
-    1-D CPU tensor, SV (256,) or CM (1,), so evaluate.evaluate_sets takes either."""
+    1-D CPU tensor, SV (256,) or CM (1,), so scoring.evaluate_sets takes either."""
     info = read_sidecar(onnx_path)
     if info["sample_rate"] != sample_rate:
         raise ValueError(f"{onnx_path} expects {info['sample_rate']} Hz audio but the scorer is "

@@ -23,7 +23,7 @@ Contents
   verification", ICASSP 2022, arXiv 2110.05042, Sec. 3). The paper's SV settings:
   s = 32, m = 0.2, K = 3, k = 5, m' = 0.06.
 - SpoofHead + logits_to_llr: 2-class head for CM and its conversion to a calibrated-
-  in-form log-likelihood ratio, so that actDCF and Cllr (evaluate.py) mean something.
+  in-form log-likelihood ratio, so that actDCF and Cllr (metrics.py) mean something.
 
 Shapes: B batch, T frames, D SSL hidden size, L+1 hidden-state tensors, C compression
 dim, H heads, E embedding dim, N classes, K sub-centres.
@@ -365,7 +365,7 @@ class AAMSoftmax(nn.Module):
 # -----------------------------------------------------------------------------
 # Anti-spoofing head
 
-# Class indices of SpoofHead, chosen to match evaluate.py's label convention
+# Class indices of SpoofHead, chosen to match metrics.py's label convention
 # (1 = bona fide = the "target" class whose scores should be high).
 SPOOF = 0
 BONAFIDE = 1

@@ -57,12 +57,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
+import checkpoints
 import data
+import plots
 import pretrained
 import run_folder
 import toy_corpus
-from wavlm_masked import (MaskedWavLM, WavLMConfig, atomic_torch_save, frame_lengths,
-                          load_state_exactly, read_checkpoint)
+from checkpoints import atomic_torch_save, load_state_exactly, read_checkpoint
+from wavlm_masked import MaskedWavLM, WavLMConfig, frame_lengths
 
 SAMPLE_RATE = data.SAMPLE_RATE
 HOP, WINDOW = 320, 400          # the CNN's stride and receptive field in samples (20 ms, 25 ms)
@@ -406,36 +408,11 @@ def train(args):
                   command="python pretrain.py " + " ".join(a for a in sys.argv[1:]
                                                            if a != "--resume"),
                   args=vars(args), curve=curve, heldout_curve=heldout_curve)
-    run_folder.write_json(os.path.join(out, "report.json"), report)
-    plot_losses(log_path, os.path.join(out, "loss.png"))
+    checkpoints.write_json(os.path.join(out, "report.json"), report)
+    plots.plot_pretraining(log_path, os.path.join(out, "loss.png"))
     print(f"wrote {os.path.join(out, 'tiny_wavlm.pt')} (train.py --ssl reads it); "
           f"report in {os.path.join(out, 'report.json')}")
     return report
-
-
-def plot_losses(log_path, png_path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in open(log_path)]
-    steps = np.array([r["step"] for r in rows])
-    k = max(1, len(rows) // 50)                           # running mean for the noisy curves
-    smooth = lambda v: np.convolve(v, np.ones(k) / k, mode="valid")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    a.plot(steps[k - 1:], smooth([r["loss"] for r in rows]), label="training (masked frames)")
-    ev = [r for r in rows if "heldout_loss" in r]
-    a.plot([r["step"] for r in ev], [r["heldout_loss"] for r in ev], "o-", label="held out")
-    a.set(xlabel="step", ylabel="cross-entropy", title="masked prediction loss")
-    a.legend()
-    b.plot(steps[k - 1:], smooth([r["masked_acc"] for r in rows]), label="masked frames")
-    b.plot(steps[k - 1:], smooth([r["unmasked_acc"] for r in rows]), label="unmasked (not trained)")
-    b.plot([r["step"] for r in ev], [r["heldout_masked_acc"] for r in ev], "o-",
-           label="held out, masked")
-    b.set(xlabel="step", ylabel="cluster accuracy", title="which of the K clusters")
-    b.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 def load_corpus(args):

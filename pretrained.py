@@ -22,8 +22,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from wavlm_masked import (STANDARD_CONV_LAYERS, MaskedWavLM, WavLMConfig, load_state_exactly,
-                          read_checkpoint)
+from checkpoints import load_state_exactly, read_checkpoint
+from wavlm_masked import STANDARD_CONV_LAYERS, MaskedWavLM, WavLMConfig
 
 # Keys that only the pre-training objective uses (mask embedding, cluster embeddings,
 # final projection to targets). Dropping them is deliberate and the list is explicit:
@@ -129,7 +129,7 @@ def unilm_checkpoint(model: MaskedWavLM, mask_emb: torch.Tensor, **extra_cfg) ->
                            "attention_blocks": None, "ffn_blocks": None, "prune_units": []})
     if c.prune_units or c.to_dict() != dense.to_dict():
         raise ValueError("only a dense model without gates can be written as a unilm "
-                         "checkpoint; save a pruned model with wavlm_masked.save()")
+                         "checkpoint; save a pruned model with checkpoints.save_model()")
     norm = (r"feature_extractor.conv_layers.\1.2." if c.extractor_mode == "group_norm"
             else r"feature_extractor.conv_layers.\1.2.1.")
     rules = [(r"^feature_extractor\.conv_layers\.(\d+)\.norm\.", norm)] + TO_UNILM_RULES
@@ -425,3 +425,32 @@ def load_pretrained(source: str, prune_units=(), init_drop_rates: Optional[dict]
                          f"{unexpected[:20]}")
     load_state_exactly(model, {**state, **gate_state}, source)
     return model
+
+
+# -------------------------------------------------------------- what --ssl names
+def small_sparsity(ssl):
+    """For --ssl tiny-small:S, the sparsity S whose size the small dense model matches;
+    None for any other --ssl, False for a malformed tiny-small name."""
+    if not isinstance(ssl, str) or not ssl.startswith("tiny-small"):
+        return None
+    try:
+        s = float(ssl.split(":", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    return s if 0.0 < s < 1.0 else False
+
+
+def build_ssl(name: str, prune_units, seed: int) -> MaskedWavLM:
+    """The gated SSL model that --ssl names: a pre-trained checkpoint (short name or path),
+    the random 'tiny' model, or 'tiny-small:S', the dense tiny-family model with as many
+    parameters as the tiny model pruned to sparsity S (the baseline "train a small model
+    instead"). Seeded, so that the gate (and tiny model) initialisation is the same on
+    every run and every rank."""
+    small = small_sparsity(name)
+    torch.manual_seed(seed)
+    if small:
+        dense = MaskedWavLM(WavLMConfig.tiny()).num_params()
+        return MaskedWavLM(WavLMConfig.tiny_small(round((1.0 - small) * dense)))
+    if name == "tiny":
+        return MaskedWavLM(WavLMConfig.tiny(prune_units=prune_units))
+    return load_pretrained(name, prune_units=prune_units)

@@ -24,18 +24,9 @@ import signal
 import sys
 import time
 
-import numpy as np
-import torch
-
-import evaluate
-import wavlm_masked
-
-
-def write_json(path, obj):
-    """Atomically (temp file + rename)."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
+import checkpoints
+import plots
+from checkpoints import write_json
 
 
 # ---------------------------------------------------------------------- interruptions
@@ -160,8 +151,8 @@ def open_run(out, resume, model, lambdas, optimizer, lambda_optimizer, is_main):
             os.makedirs(out, exist_ok=True)
             start_fresh(out)
         return 0, [new_attempt(0)]
-    step, attempts = load_checkpoint(os.path.join(out, "checkpoint.pt"), model, lambdas, optimizer,
-                                     lambda_optimizer)
+    step, attempts = checkpoints.load_checkpoint(os.path.join(out, "checkpoint.pt"), model, lambdas,
+                                                 optimizer, lambda_optimizer)
     report = os.path.join(out, "report.json")
     if os.path.exists(report):                 # a finished run, exported again: its report
         with open(report) as f:                # knows how the last attempt ended
@@ -187,33 +178,6 @@ def write_config(out, config: dict, logger):
                  + json.dumps({k: v for k, v in config.items() if k != "data_check"}, indent=2))
 
 
-# ------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path, step, model, lambdas, optimizer, lambda_optimizer, args: dict, attempts):
-    """Everything needed to continue bit-for-bit: weights, gates, multipliers, optimiser
-    states, RNG states, data position (= step), and the attempts so far. Tensors and
-    plain values only, so the file loads with weights_only=True."""
-    state = {"step": step, "model": model.state_dict(), "ssl_config": model.ssl.config.to_dict(),
-             "lambdas": lambdas.detach().cpu(), "optimizer": optimizer.state_dict(),
-             "lambda_optimizer": lambda_optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-             "args": args, "attempts": attempts}
-    wavlm_masked.atomic_torch_save(state, path)
-
-
-def load_checkpoint(path, model, lambdas, optimizer, lambda_optimizer):
-    """Restore what save_checkpoint wrote -> (the step to continue from, attempts)."""
-    state = wavlm_masked.read_checkpoint(path)
-    wavlm_masked.load_state_exactly(model, state["model"], path)
-    with torch.no_grad():
-        lambdas.copy_(state["lambdas"])
-    optimizer.load_state_dict(state["optimizer"])
-    lambda_optimizer.load_state_dict(state["lambda_optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"], state.get("attempts", [])
-
-
 # ---------------------------------------------------------------------------- logging
 def truncate_log(path, step):
     """After a crash the log holds steps past the last checkpoint; the resumed run
@@ -222,9 +186,7 @@ def truncate_log(path, step):
         return
     with open(path) as f:
         keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    checkpoints.atomic_write_text(path, "".join(keep))
 
 
 class Logger:
@@ -274,57 +236,21 @@ def write_report(out, report, config, test_scores, det_title):
     `test_scores`: (scores, labels) of the pruned model on the test set."""
     path = lambda name: os.path.join(out, name)
     write_json(path("report.json"), report)
-    plot_training_curves(path("log.jsonl"), path("training_curves.png"))
-    plot_structure(report["structure"], config, path("pruned_structure.png"))
-    evaluate.plot_det({f"pruned ({report['test_set']})": test_scores}, path("det.png"),
+    plots.plot_training_curves(path("log.jsonl"), path("training_curves.png"))
+    plots.plot_structure(report["structure"], config, path("pruned_structure.png"))
+    plots.plot_det({f"pruned ({report['test_set']})": test_scores}, path("det.png"),
                       title=det_title)
 
 
-# ------------------------------------------------------------------------------ plots
-def plot_training_curves(log_path, png_path):
-    """Task loss, s_hat against t, and the two multipliers over training."""
-    from matplotlib.figure import Figure          # no pyplot: no global state, no GUI backend
-    rows = [json.loads(line) for line in open(log_path)]
-    train = [r for r in rows if "task_loss" in r]
-    steps = [r["step"] for r in train]
-    fig = Figure(figsize=(11, 3.4), dpi=100)
-    ax = fig.subplots(1, 3)
-    ax[0].plot(steps, [r["task_loss"] for r in train], lw=0.8)
-    ax[0].set(title="task loss", xlabel="step", ylabel="loss")
-    ax[1].plot(steps, [r["s_expected"] for r in train], label="expected sparsity $E[s]$")
-    ax[1].plot(steps, [r["s_deployed"] for r in train], label="deployed sparsity (eval masks)")
-    ax[1].plot(steps, [r["target"] for r in train], "--", label="target $t$")
-    ax[1].set(title="sparsity", xlabel="step", ylabel="fraction of SSL params removed", ylim=(0, 1))
-    ax[1].legend(fontsize=8)
-    ax[2].plot(steps, [r["lambda1"] for r in train], label="$\\lambda_1$")
-    ax[2].plot(steps, [r["lambda2"] for r in train], label="$\\lambda_2$")
-    ax[2].set(title="Lagrange multipliers", xlabel="step", ylabel="value")
-    ax[2].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path)
-
-
-def plot_structure(structure, config, png_path):
-    """Per-layer share of what survived: heads, FFN units, conv channels."""
-    from matplotlib.figure import Figure
-    L = len(structure["heads"])
-    fig = Figure(figsize=(11, 3.4), dpi=100)
-    ax = fig.subplots(1, 3)
-    layers = np.arange(L)
-    ax[0].bar(layers, [h / config.num_heads for h in structure["heads"]], color="C0")
-    ax[0].set(title="attention heads kept", xlabel="transformer layer", ylabel="fraction kept",
-              ylim=(0, 1.05))
-    ax[1].bar(layers, [u / config.ffn_dim for u in structure["ffn_units"]], color="C1")
-    ax[1].set(title="FFN units kept", xlabel="transformer layer", ylabel="fraction kept",
-              ylim=(0, 1.05))
-    for a, key in ((ax[0], "attention"), (ax[1], "ffn")):
-        for i, on in enumerate(structure[key]):
-            if not on:
-                a.text(i, 0.02, "block\nremoved", ha="center", fontsize=7, color="red")
-    convs = [c for c, _, _ in config.conv_layers]
-    ax[2].bar(np.arange(len(convs)), [k / c for k, c in zip(structure["conv_channels"], convs)],
-              color="C2")
-    ax[2].set(title="CNN channels kept", xlabel="conv layer", ylabel="fraction kept",
-              ylim=(0, 1.05))
-    fig.tight_layout()
-    fig.savefig(png_path)
+def summary_line(report, out) -> str:
+    """The last line a run prints: size, the test set's metrics, speed-up, where it went."""
+    test = report["test_set"]
+    line = (f"done in {report['seconds']:.0f} s: sparsity {report['sparsity']:.4f} "
+            f"({report['params_before']:,} -> {report['params_after']:,} params), {test} EER "
+            f"masked {100 * report['eer_masked']:.2f}% / pruned {100 * report['eer_pruned']:.2f}%, "
+            f"minDCF {report['min_dcf_pruned']:.4f}")
+    asnorm = report["pruned"][test].get("asnorm")
+    if asnorm:
+        line += (f"; with mean subtraction + AS-norm EER {100 * asnorm['eer']:.2f}%, "
+                 f"minDCF {asnorm['min_dcf']:.4f}")
+    return line + f", speed-up x{report['speedup']:.2f}. Outputs in {out}"

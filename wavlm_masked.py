@@ -39,7 +39,6 @@ Two traps make naive pruning inexact (docs/method.md Sec. 4); this design avoids
 import copy
 import math
 import os
-import pickle
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Dict, List, Optional, Tuple
 
@@ -849,84 +848,3 @@ class MaskedWavLM(nn.Module):
                                     (ffn.unit_gate.num_kept() if ffn.unit_gate is not None
                                      else ffn.output_dense.in_features))
         return out
-
-
-# ------------------------------------------------------------------- save and load ours
-FILE_FORMAT = "insitu-pruning/wavlm-v1"
-
-
-def save(model: MaskedWavLM, path: str, extra: Optional[dict] = None):
-    """One self-contained file: config, weights (gates included) and an optional `extra`
-    dict of tensors and plain values. Written atomically (temp file + os.replace), so a
-    crash mid-write never leaves a half-written checkpoint behind."""
-    payload = {"format": FILE_FORMAT, "config": model.config.to_dict(),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "extra": extra or {}}
-    atomic_torch_save(payload, path)
-
-
-def atomic_torch_save(obj, path: str):
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load(path: str, map_location="cpu") -> Tuple[MaskedWavLM, dict]:
-    """Inverse of `save`: returns (model, extra). Needs no original checkpoint."""
-    payload = read_checkpoint(path, map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise ValueError(f"{path} is not a model file written by wavlm_masked.save() (no format "
-                         f"tag {FILE_FORMAT!r}); to import a pretrained checkpoint use "
-                         f"pretrained.load_pretrained()")
-    model = MaskedWavLM(WavLMConfig.from_dict(payload["config"]))
-    load_state_exactly(model, payload["state_dict"], path)
-    return model, payload["extra"]
-
-
-def read_checkpoint(path, map_location="cpu"):
-    """Checkpoints are untrusted input: tensors and plain containers only, no pickled code.
-    The errors are our own words: torch's advice to retry with weights_only=False would
-    run whatever code the file holds."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:      # truncated zip, foreign pickle, non-torch file, ...
-        with open(path, "rb") as f:
-            head = f.read(4)
-        # torch.save writes a zip archive (magic "PK\x03\x04"); torch < 1.6 wrote a bare
-        # pickle stream (first byte 0x80, the pickle protocol marker).
-        is_torch_file = head == b"PK\x03\x04" or head[:1] == b"\x80"
-        if (is_torch_file and isinstance(e, pickle.UnpicklingError)
-                and "Weights only load failed" in str(e)):
-            why = ("it holds pickled Python objects other than tensors and plain containers, "
-                   "which are refused because loading them can run code; save a plain state "
-                   "dict instead")
-        elif is_torch_file:
-            why = "it is truncated or damaged (download or copy it again)"
-        else:
-            why = "it is not a PyTorch checkpoint (check the path)"
-        raise ValueError(f"cannot read checkpoint {path}: {why}") from None
-
-
-def load_state_exactly(model: nn.Module, state_dict: dict, source: str):
-    """load_state_dict(strict=True), but with an error that lists every problem at once."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        msg = [f"checkpoint {source} does not match the model architecture:"]
-        if missing:
-            msg.append(f"  missing keys ({len(missing)}): "
-                       f"{missing[:20]}{' ...' if len(missing) > 20 else ''}")
-        if unexpected:
-            msg.append(f"  unexpected keys ({len(unexpected)}): "
-                       f"{unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
-        if shapes:
-            msg.append(f"  shape mismatches ({len(shapes)}): {shapes[:20]}")
-        raise ValueError("\n".join(msg))
-    model.load_state_dict(state_dict, strict=True)

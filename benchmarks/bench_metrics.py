@@ -1,5 +1,5 @@
 """
-Benchmark of evaluate.py's EER + minDCF (one DET curve, O(n log n)) against a naive loop that
+Benchmark of metrics.py's EER + minDCF (one DET curve, O(n log n)) against a naive loop that
 recounts misses and false alarms for every candidate threshold (O(n * distinct scores)).
 
 Prints timings and ratios; it asserts nothing (speed is machine-dependent). The goal in
@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from common import machine_header  # also puts the repository root on sys.path
-import evaluate as ev
+import metrics
 
 
 def synthetic(n, seed=0):
@@ -55,9 +55,9 @@ def main():
     # 1) the fast path on 10^7 trials
     n = 10_000_000
     s, y = synthetic(n)
-    t_eer, (eer, _) = best_of(lambda: ev.compute_eer(s, y), 3)
-    t_dcf, (dcf, _) = best_of(lambda: ev.compute_min_dcf(s, y), 3)
-    t_both, m = best_of(lambda: ev.sv_metrics(s, y), 3)
+    t_eer, (eer, _) = best_of(lambda: metrics.compute_eer(s, y), 3)
+    t_dcf, (dcf, _) = best_of(lambda: metrics.compute_min_dcf(s, y), 3)
+    t_both, m = best_of(lambda: metrics.sv_metrics(s, y), 3)
     # The floor on any machine: one sort of the scores. Ratios to it travel between machines
     # better than seconds do.
     t_sort, _ = best_of(lambda: np.sort(s), 3)
@@ -74,7 +74,7 @@ def main():
     n_small = 20_000
     s2, y2 = synthetic(n_small, seed=1)
     t_naive, (eer_n, dcf_n) = best_of(lambda: naive_eer_min_dcf(s2, y2), 1)
-    t_fast, m2 = best_of(lambda: ev.sv_metrics(s2, y2), 5)
+    t_fast, m2 = best_of(lambda: metrics.sv_metrics(s2, y2), 5)
     same = abs(eer_n - m2["eer"]) < 1e-12 and abs(dcf_n - m2["min_dcf"]) < 1e-12
     print(f"\n{n_small:,} trials, naive loop vs vectorised (results identical: {same})")
     print(f"  naive per-threshold loop        {t_naive:7.3f} s   EER {100 * eer_n:.4f} %  "

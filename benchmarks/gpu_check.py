@@ -61,6 +61,7 @@ import torchaudio
 
 from common import machine_header, macs, pruned_pair, time_interleaved  # puts the root on sys.path
 import classifier  # SSL -> pooling head -> loss head
+import devices
 # (root on sys.path)
 from pretrained import (load_pretrained, perturb_norms_and_biases_, torchaudio_hidden_states,
                         torchaudio_wavlm)
@@ -377,7 +378,7 @@ def bf16_autocast(sec, ctx):
         model.zero_grad(set_to_none=True)
         lambdas.grad = None
         torch.manual_seed(ctx.seed + 1)
-        with classifier.autocast(dev, amp):
+        with devices.autocast(dev, amp):
             emb = model.embed(waves)                                   # (B, 256)
             task_loss = model.loss_head(emb, labels)
             size = ssl.expected_num_params()                           # inside autocast on purpose
@@ -475,7 +476,7 @@ def train_throughput(sec, ctx):
         last = (lambda: model(x)[0]) if name == "torchaudio" else (lambda: model(x)[0][-1])
 
         def step():
-            with classifier.autocast(dev, amp):
+            with devices.autocast(dev, amp):
                 loss = last().float().pow(2).mean()
             if size != "none":
                 expected = model.expected_num_params(deterministic=False)
@@ -562,7 +563,7 @@ def inference_speedup(sec, ctx):
             prec = "fp32" if amp == "none" else "bf16"
 
             def run(model, x=x, amp=amp):
-                with torch.inference_mode(), classifier.autocast(dev, amp):
+                with torch.inference_mode(), devices.autocast(dev, amp):
                     model(x)
             med = time_device({"dense": lambda: run(dense), "pruned": lambda: run(pruned)},
                               warmup, reps, dev)

@@ -29,7 +29,7 @@ import torchaudio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from data import SAMPLE_RATE, load_audio, prepare_data  # noqa: E402
-from evaluate import compute_eer  # noqa: E402
+from metrics import compute_eer  # noqa: E402
 
 MFCC = torchaudio.transforms.MFCC(SAMPLE_RATE, n_mfcc=20, melkwargs=dict(
     n_fft=512, win_length=400, hop_length=160, n_mels=40))

@@ -17,6 +17,7 @@ import classifier
 import data
 import evaluate
 import export
+import checkpoints
 import wavlm_masked as W
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,10 +171,10 @@ def test_toy_run_export_and_onnx_scoring(tmp_path, data_name, capsys):
     sf.write(path8k, wav[::2], sr // 2)
     data._resample_noticed.discard(sr // 2)
     onnx_fn, _ = export.onnx_scorer(onnx_path)
-    got = evaluate.embed_paths(onnx_fn, [path8k])[path8k]
+    got = scoring.embed_paths(onnx_fn, [path8k])[path8k]
     assert "note: resampling 8000 Hz audio to 16000 Hz" in capsys.readouterr().out
     torch_fn = classifier.utterance_scorer(model, torch.device("cpu"))
-    want = evaluate.embed_paths(torch_fn, [path8k])[path8k]
+    want = scoring.embed_paths(torch_fn, [path8k])[path8k]
     assert (got - want).abs().max().item() <= TOL
 
 
@@ -270,7 +271,7 @@ def test_export_cli_rejects_bad_files(tmp_path, capsys, kind):
         good = tiny_classifier_file(tmp_path).read_bytes()
         path.write_bytes(good[: len(good) // 2])
     elif kind == "ssl-only":                        # a WavLM without the classifier head
-        W.save(dense_ssl(), path)
+        checkpoints.save_model(dense_ssl(), path)
     with pytest.raises(SystemExit) as e:
         export.main([str(path), "--out", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Tests for evaluate.py: every metric against a brute-force reference that tries every
+"""Tests for metrics.py, trials.py and scoring.py: every metric against a brute-force
+reference that tries every
 threshold, on random and adversarial score sets; file formats; scoring; CLI."""
 
 import math
@@ -8,8 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import data
-import evaluate as ev
+import evaluate
+import metrics
+import scoring
+import trials
 
 # -----------------------------------------------------------------------------
 # brute-force references (deliberately naive: O(n) work per candidate threshold)
@@ -103,19 +106,21 @@ def cases(seed=0, n_random=60):
 
 
 CASES = cases()
-COSTS = [ev.VOXCELEB, ev.ASVSPOOF5, ev.CostModel(0.3, 2.0, 0.5)]
+COSTS = [metrics.VOXCELEB, metrics.ASVSPOOF5, metrics.CostModel(0.3, 2.0, 0.5)]
 
 
 @pytest.mark.parametrize("k", range(len(CASES)))
 def test_metrics_match_brute_force(k):
     s, y = CASES[k]
-    assert ev.compute_eer(s, y)[0] == pytest.approx(brute_eer_interp(s, y), abs=1e-12)
-    assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
+    assert metrics.compute_eer(s, y)[0] == pytest.approx(brute_eer_interp(s, y), abs=1e-12)
+    assert metrics.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
         brute_eer_asvspoof5(s, y), abs=1e-12)
     for c in COSTS:
-        assert ev.compute_min_dcf(s, y, *c)[0] == pytest.approx(brute_min_dcf(s, y, *c), abs=1e-12)
-        assert ev.compute_act_dcf(s, y, *c) == pytest.approx(brute_act_dcf(s, y, *c), abs=1e-12)
-    assert ev.compute_cllr(s, y) == pytest.approx(brute_cllr(s, y), rel=1e-12)
+        assert metrics.compute_min_dcf(s, y, *c)[0] == pytest.approx(brute_min_dcf(s, y, *c),
+                                                                      abs=1e-12)
+        assert metrics.compute_act_dcf(s, y, *c) == pytest.approx(brute_act_dcf(s, y, *c),
+                                                                  abs=1e-12)
+    assert metrics.compute_cllr(s, y) == pytest.approx(brute_cllr(s, y), rel=1e-12)
 
 
 @pytest.mark.parametrize("k", range(len(CASES)))
@@ -125,18 +130,18 @@ def test_eer_bounds_and_thresholds(k):
     applied as score >= t, reproduce the reported operating points exactly."""
     s, y = CASES[k]
     pts = brute_points(s, y)
-    eer, _ = ev.compute_eer(s, y)
+    eer, _ = metrics.compute_eer(s, y)
     assert (max(min(pm, pf) for pm, pf, _ in pts) - 1e-12
             <= eer <= min(max(pm, pf) for pm, pf, _ in pts) + 1e-12)
     for c in COSTS:
-        dcf, t = ev.compute_min_dcf(s, y, *c)
+        dcf, t = metrics.compute_min_dcf(s, y, *c)
         pm, pf = np.mean(s[y] < t), np.mean(s[~y] >= t)
         assert (c.c_miss * c.p_target * pm + c.c_fa * (1 - c.p_target) * pf) / min(
             c.c_miss * c.p_target, c.c_fa * (1 - c.p_target)) == pytest.approx(dcf, abs=1e-12)
-    e5, t5 = ev.compute_eer(s, y, mode="asvspoof5")
+    e5, t5 = metrics.compute_eer(s, y, mode="asvspoof5")
     assert (np.mean(s[y] < t5) + np.mean(s[~y] >= t5)) / 2 == pytest.approx(e5, abs=1e-12)
     # thresholds sit on distinct score values (or +inf), never inside a tie
-    p_miss, p_fa, thr = ev.det_curve(s, y)
+    p_miss, p_fa, thr = metrics.det_curve(s, y)
     assert np.array_equal(thr[:-1], np.unique(s)) and thr[-1] == np.inf
 
 
@@ -147,13 +152,13 @@ def test_hypothesis_tied_integer_scores(pairs):
     y = np.array([p[1] for p in pairs])
     if y.all() or not y.any():
         with pytest.raises(ValueError, match="both target"):
-            ev.compute_eer(s, y)
+            metrics.compute_eer(s, y)
         return
-    assert ev.compute_eer(s, y)[0] == pytest.approx(brute_eer_interp(s, y), abs=1e-12)
-    assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
+    assert metrics.compute_eer(s, y)[0] == pytest.approx(brute_eer_interp(s, y), abs=1e-12)
+    assert metrics.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
         brute_eer_asvspoof5(s, y), abs=1e-12)
-    assert ev.compute_min_dcf(s, y, *ev.VOXCELEB)[0] == pytest.approx(
-        brute_min_dcf(s, y, *ev.VOXCELEB), abs=1e-12)
+    assert metrics.compute_min_dcf(s, y, *metrics.VOXCELEB)[0] == pytest.approx(
+        brute_min_dcf(s, y, *metrics.VOXCELEB), abs=1e-12)
 
 
 def test_asvspoof5_mode_equals_per_trial_walk_without_ties():
@@ -164,7 +169,7 @@ def test_asvspoof5_mode_equals_per_trial_walk_without_ties():
         y[:2] = [True, False]
         s = rng.standard_normal(n) + 1.5 * y
         assert len(np.unique(s)) == n
-        assert ev.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
+        assert metrics.compute_eer(s, y, mode="asvspoof5")[0] == pytest.approx(
             per_trial_asvspoof5_eer(s, y), abs=1e-12)
 
 
@@ -179,41 +184,42 @@ def test_invariance_under_increasing_transforms(f):
         s = rng.integers(-5, 6, n).astype(float) + y  # integers: many ties, exact transforms
         if rng.random() < 0.5:
             s = s + rng.standard_normal(n)
-        assert ev.compute_eer(f(s), y)[0] == ev.compute_eer(s, y)[0]
-        assert (ev.compute_eer(f(s), y, mode="asvspoof5")[0]
-                == ev.compute_eer(s, y, mode="asvspoof5")[0])
+        assert metrics.compute_eer(f(s), y)[0] == metrics.compute_eer(s, y)[0]
+        assert (metrics.compute_eer(f(s), y, mode="asvspoof5")[0]
+                == metrics.compute_eer(s, y, mode="asvspoof5")[0])
         for c in COSTS:
-            assert ev.compute_min_dcf(f(s), y, *c)[0] == ev.compute_min_dcf(s, y, *c)[0]
+            assert metrics.compute_min_dcf(f(s), y, *c)[0] == metrics.compute_min_dcf(s, y, *c)[0]
 
 
 def test_known_values():
     y = np.array([1, 1, 1, 0, 0, 0, 0], dtype=bool)
-    for mode in ev.EER_MODES:
-        assert ev.compute_eer(np.where(y, 1.0, 0.0), y, mode)[0] == 0.0  # perfect
-        assert ev.compute_eer(np.where(y, 0.0, 1.0), y, mode)[0] == 1.0  # inverted
-        assert ev.compute_eer(np.zeros(7), y, mode)[0] == 0.5  # all equal
-    assert ev.compute_min_dcf(np.where(y, 1.0, 0.0), y)[0] == 0.0
-    assert ev.compute_min_dcf(np.where(y, 0.0, 1.0), y)[0] == 1.0  # no better than trivial
-    assert ev.compute_min_dcf(np.zeros(7), y, *ev.ASVSPOOF5)[0] == 1.0
+    for mode in metrics.EER_MODES:
+        assert metrics.compute_eer(np.where(y, 1.0, 0.0), y, mode)[0] == 0.0  # perfect
+        assert metrics.compute_eer(np.where(y, 0.0, 1.0), y, mode)[0] == 1.0  # inverted
+        assert metrics.compute_eer(np.zeros(7), y, mode)[0] == 0.5  # all equal
+    assert metrics.compute_min_dcf(np.where(y, 1.0, 0.0), y)[0] == 0.0
+    assert metrics.compute_min_dcf(np.where(y, 0.0, 1.0), y)[0] == 1.0  # no better than trivial
+    assert metrics.compute_min_dcf(np.zeros(7), y, *metrics.ASVSPOOF5)[0] == 1.0
     rng = np.random.default_rng(3)
     s, yy = rng.standard_normal(40000), rng.random(40000) < 0.5  # identical distributions
-    assert abs(ev.compute_eer(s, yy)[0] - 0.5) < 0.02
-    assert ev.compute_cllr(np.zeros(7), y) == pytest.approx(1.0)  # uninformative LLR: 1 bit
-    assert ev.compute_cllr(np.where(y, 50.0, -50.0), y) < 1e-15
-    assert ev.compute_act_dcf(np.where(y, 50.0, -50.0), y, *ev.ASVSPOOF5) == 0.0
+    assert abs(metrics.compute_eer(s, yy)[0] - 0.5) < 0.02
+    assert metrics.compute_cllr(np.zeros(7), y) == pytest.approx(1.0)  # uninformative LLR: 1 bit
+    assert metrics.compute_cllr(np.where(y, 50.0, -50.0), y) < 1e-15
+    assert metrics.compute_act_dcf(np.where(y, 50.0, -50.0), y, *metrics.ASVSPOOF5) == 0.0
     # LLR 0 everywhere: ASVspoof5's Bayes threshold is -0.642, so everything is accepted
-    assert ev.bayes_threshold(*ev.ASVSPOOF5) == pytest.approx(-math.log(1.9))
-    assert ev.compute_act_dcf(np.zeros(7), y, *ev.ASVSPOOF5) == pytest.approx(1.0)
+    assert metrics.bayes_threshold(*metrics.ASVSPOOF5) == pytest.approx(-math.log(1.9))
+    assert metrics.compute_act_dcf(np.zeros(7), y, *metrics.ASVSPOOF5) == pytest.approx(1.0)
 
 
 def test_act_dcf_decides_ties_at_the_bayes_threshold_as_accept():
     """Scores exactly at the Bayes threshold are accepted (score >= t, as everywhere)."""
     for c in COSTS:
-        eta = ev.bayes_threshold(*c)
+        eta = metrics.bayes_threshold(*c)
         llr = np.array([eta, eta, eta + 1, eta - 1, eta, eta])
         y = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
-        assert ev.compute_act_dcf(llr, y, *c) == pytest.approx(brute_act_dcf(llr, y, *c), abs=1e-12)
-        assert ev.compute_act_dcf(llr, y, *c) == pytest.approx(
+        assert metrics.compute_act_dcf(llr, y, *c) == pytest.approx(brute_act_dcf(llr, y, *c),
+                                                                    abs=1e-12)
+        assert metrics.compute_act_dcf(llr, y, *c) == pytest.approx(
             c.c_fa * (1 - c.p_target) * (2 / 3)
             / min(c.c_miss * c.p_target, c.c_fa * (1 - c.p_target)))
 
@@ -225,41 +231,43 @@ def test_act_dcf_at_least_min_dcf():
         y[:2] = [True, False]
         llr = rng.normal(0, 2, 200) + 2 * y - 1
         for c in COSTS:
-            assert ev.compute_act_dcf(llr, y, *c) >= ev.compute_min_dcf(llr, y, *c)[0] - 1e-12
+            assert (metrics.compute_act_dcf(llr, y, *c)
+                    >= metrics.compute_min_dcf(llr, y, *c)[0] - 1e-12)
 
 
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="both target"):
-        ev.compute_eer([0.1, 0.2, 0.3], [1, 1, 1])
+        metrics.compute_eer([0.1, 0.2, 0.3], [1, 1, 1])
     with pytest.raises(ValueError, match="both target"):
-        ev.compute_min_dcf([0.1, 0.2], [0, 0])
+        metrics.compute_min_dcf([0.1, 0.2], [0, 0])
     with pytest.raises(ValueError, match="both target"):
-        ev.compute_cllr([0.1, 0.2], [0, 0])
+        metrics.compute_cllr([0.1, 0.2], [0, 0])
     with pytest.raises(ValueError, match="both target"):
-        ev.compute_eer([], [])
+        metrics.compute_eer([], [])
     with pytest.raises(ValueError, match="finite"):
-        ev.compute_eer([0.1, np.nan], [1, 0])
+        metrics.compute_eer([0.1, np.nan], [1, 0])
     with pytest.raises(ValueError, match="labels must be"):
-        ev.compute_eer([0.1, 0.2], [1, 2])
+        metrics.compute_eer([0.1, 0.2], [1, 2])
     with pytest.raises(ValueError, match="equal length"):
-        ev.compute_eer([0.1, 0.2, 0.3], [1, 0])
+        metrics.compute_eer([0.1, 0.2, 0.3], [1, 0])
     with pytest.raises(ValueError, match="mode"):
-        ev.compute_eer([0.1, 0.2], [1, 0], mode="roc")
+        metrics.compute_eer([0.1, 0.2], [1, 0], mode="roc")
     with pytest.raises(ValueError, match="p_target"):
-        ev.compute_min_dcf([0.1, 0.2], [1, 0], p_target=1.0)
+        metrics.compute_min_dcf([0.1, 0.2], [1, 0], p_target=1.0)
 
 
 def test_sv_and_cm_metric_dicts_agree_with_single_functions():
     rng = np.random.default_rng(5)
     y = rng.random(500) < 0.5
     s = rng.standard_normal(500) + y
-    m = ev.cm_metrics(torch.tensor(s), torch.tensor(y))  # torch inputs are accepted too
-    assert m["eer"] == ev.compute_eer(s, y, "asvspoof5")[0]
-    assert m["min_dcf"] == ev.compute_min_dcf(s, y, *ev.ASVSPOOF5)[0]
-    assert m["act_dcf"] == ev.compute_act_dcf(s, y, *ev.ASVSPOOF5)
-    assert m["cllr"] == ev.compute_cllr(s, y)
-    m = ev.sv_metrics(s, y)
-    assert (m["eer"], m["min_dcf"]) == (ev.compute_eer(s, y)[0], ev.compute_min_dcf(s, y)[0])
+    m = metrics.cm_metrics(torch.tensor(s), torch.tensor(y))  # torch inputs are accepted too
+    assert m["eer"] == metrics.compute_eer(s, y, "asvspoof5")[0]
+    assert m["min_dcf"] == metrics.compute_min_dcf(s, y, *metrics.ASVSPOOF5)[0]
+    assert m["act_dcf"] == metrics.compute_act_dcf(s, y, *metrics.ASVSPOOF5)
+    assert m["cllr"] == metrics.compute_cllr(s, y)
+    m = metrics.sv_metrics(s, y)
+    assert (m["eer"], m["min_dcf"]) == (metrics.compute_eer(s, y)[0],
+                                        metrics.compute_min_dcf(s, y)[0])
     assert (m["n_target"], m["n_nontarget"]) == (y.sum(), (~y).sum())
 
 
@@ -274,77 +282,78 @@ def write(tmp_path, name, text):
 
 
 def test_read_trials_and_errors(tmp_path):
-    """data.read_trials is the one trial-list reader (training, evaluation and the CLI)."""
+    """trials.read_trials is the one trial-list reader (training, evaluation and the CLI)."""
     p = write(tmp_path, "t.txt", "1 a/1.wav b/1.wav\n0 a/1.wav c/1.wav\n\n1 c/1.wav c/2.wav\n")
-    t = data.read_trials(p)
+    t = trials.read_trials(p)
     assert list(t) == [(1, "a/1.wav", "b/1.wav"), (0, "a/1.wav", "c/1.wav"),
                        (1, "c/1.wav", "c/2.wav")]
     assert t.line_numbers == [1, 2, 4]
     with pytest.raises(ValueError, match=r"t2\.txt:3:"):
-        data.read_trials(write(tmp_path, "t2.txt", "1 a b\n0 a c\n1 a\n"))
+        trials.read_trials(write(tmp_path, "t2.txt", "1 a b\n0 a c\n1 a\n"))
     with pytest.raises(ValueError, match=r":2:.*<0\|1>"):
-        data.read_trials(write(tmp_path, "t3.txt", "1 a b\ntarget a c\n"))
+        trials.read_trials(write(tmp_path, "t3.txt", "1 a b\ntarget a c\n"))
     with pytest.raises(ValueError, match=r":3: trial a b repeats line 1"):
-        data.read_trials(write(tmp_path, "t4.txt", "1 a b\n0 a c\n0 a b\n"))
+        trials.read_trials(write(tmp_path, "t4.txt", "1 a b\n0 a c\n0 a b\n"))
     with pytest.raises(ValueError, match=r"t5\.txt: no trials"):
-        data.read_trials(write(tmp_path, "t5.txt", "\n\n"))
+        trials.read_trials(write(tmp_path, "t5.txt", "\n\n"))
 
 
 def test_scores_roundtrip_and_errors(tmp_path):
-    trials = [(1, "a", "b"), (0, "a", "c"), (1, "d", "e")]
+    trial_list = [(1, "a", "b"), (0, "a", "c"), (1, "d", "e")]
     s = np.array([0.1234567890123, -1e-9, 3.0])
-    ev.write_scores(tmp_path / "s.txt", trials, s)
-    got = ev.read_scores(tmp_path / "s.txt")
+    trials.write_scores(tmp_path / "s.txt", trial_list, s)
+    got = trials.read_scores(tmp_path / "s.txt")
     assert got == {("a", "b"): s[0], ("a", "c"): s[1], ("d", "e"): s[2]}  # exact round trip
     with pytest.raises(ValueError, match=r":2: score 'x' is not a number"):
-        ev.read_scores(write(tmp_path, "s2.txt", "a b 0.1\na c x\n"))
+        trials.read_scores(write(tmp_path, "s2.txt", "a b 0.1\na c x\n"))
     with pytest.raises(ValueError, match=r":2: score 'nan' is not finite"):
-        ev.read_scores(write(tmp_path, "s6.txt", "a b 0.1\na c nan\n"))
+        trials.read_scores(write(tmp_path, "s6.txt", "a b 0.1\na c nan\n"))
     with pytest.raises(ValueError, match=r":1:"):
-        ev.read_scores(write(tmp_path, "s3.txt", "a b\n"))
+        trials.read_scores(write(tmp_path, "s3.txt", "a b\n"))
     with pytest.raises(ValueError, match=r":3: duplicate score for a b \(first on line 1\)"):
-        ev.read_scores(write(tmp_path, "s4.txt", "a b 1\na c 2\na b 3\n"))
-    tl = data.read_trials(write(tmp_path, "t.txt", "1 a b\n0 a c\n1 d e\n"))
-    sc, lab = ev.match_sv_scores(tl, got)
+        trials.read_scores(write(tmp_path, "s4.txt", "a b 1\na c 2\na b 3\n"))
+    tl = trials.read_trials(write(tmp_path, "t.txt", "1 a b\n0 a c\n1 d e\n"))
+    sc, lab = trials.match_sv_scores(tl, got)
     assert sc.tolist() == s.tolist() and lab.tolist() == [True, False, True]
     with pytest.raises(ValueError, match=r"no score for 1 of 3 trials: d e \(.*t\.txt:3\)"):
-        ev.match_sv_scores(tl, ev.read_scores(write(tmp_path, "s5.txt", "a b 1\na c 2\n")))
+        trials.match_sv_scores(tl, trials.read_scores(write(tmp_path, "s5.txt", "a b 1\na c 2\n")))
 
 
 def test_asvspoof_protocol_and_cm_scores(tmp_path):
-    """data.read_protocol is the one protocol reader (training, evaluation and the CLI)."""
+    """trials.read_protocol is the one protocol reader (training, evaluation and the CLI)."""
     proto = write(tmp_path, "p.tsv",
                   "T_0000 T_0000000001 F - - - AC2 A02 spoof -\n"
                   "T_0001 T_0000000002 M - - - - bonafide bonafide -\n")
-    assert data.read_protocol(proto) == [("T_0000000001", 0, "A02", 1),
+    assert trials.read_protocol(proto) == [("T_0000000001", 0, "A02", 1),
                                          ("T_0000000002", 1, "bonafide", 2)]
     la = write(tmp_path, "la.txt", "LA_0079 LA_T_1138215 - - bonafide\n"
                                    "LA_0079 LA_T_1138216 - A07 spoof\n")
-    assert [(e.file, e.label, e.attack) for e in data.read_protocol(la)] == [
+    assert [(e.file, e.label, e.attack) for e in trials.read_protocol(la)] == [
         ("LA_T_1138215", 1, "bonafide"), ("LA_T_1138216", 0, "A07")]
     with pytest.raises(ValueError,
                        match=r"p2\.tsv:2: expected 5 \(ASVspoof 2019 LA\) columns, got 4"):
-        data.read_protocol(write(tmp_path, "p2.tsv", "T_0 f1 - - spoof\nT_0 f2 - -\n"))
+        trials.read_protocol(write(tmp_path, "p2.tsv", "T_0 f1 - - spoof\nT_0 f2 - -\n"))
     with pytest.raises(ValueError, match=r"p3\.tsv:2: file f1 repeats line 1"):
-        data.read_protocol(write(tmp_path, "p3.tsv", "T_0 f1 - - spoof\nT_0 f1 - - bonafide\n"))
+        trials.read_protocol(write(tmp_path, "p3.tsv", "T_0 f1 - - spoof\nT_0 f1 - - bonafide\n"))
     with pytest.raises(ValueError, match=r"p4\.tsv:1: key \(column 5\) must be bonafide or spoof"):
-        data.read_protocol(write(tmp_path, "p4.tsv", "T_0 f1 - - fake\n"))
+        trials.read_protocol(write(tmp_path, "p4.tsv", "T_0 f1 - - fake\n"))
     with pytest.raises(ValueError, match=r"p5\.tsv:2: expected 10 \(ASVspoof5\) columns, got 5"):
-        data.read_protocol(write(tmp_path, "p5.tsv", "T_0000 T_1 F - - - AC2 A02 spoof -\n"
+        trials.read_protocol(write(tmp_path, "p5.tsv", "T_0000 T_1 F - - - AC2 A02 spoof -\n"
                                                      "LA_0 LA_1 - - spoof\n"))
     with pytest.raises(ValueError, match=r"p6\.tsv: no entries"):
-        data.read_protocol(write(tmp_path, "p6.tsv", ""))
+        trials.read_protocol(write(tmp_path, "p6.tsv", ""))
     sc = write(tmp_path, "cm.txt", "filename\tcm-score\nT_0000000001 -2.5\n"
                                    "T_0000000002 3\nLA_T_1138215 1\n")
-    assert ev.read_cm_scores(sc) == {"T_0000000001": -2.5, "T_0000000002": 3.0, "LA_T_1138215": 1.0}
+    assert trials.read_cm_scores(sc) == {"T_0000000001": -2.5, "T_0000000002": 3.0,
+                                         "LA_T_1138215": 1.0}
     with pytest.raises(ValueError, match=r":3: duplicate score for f1 \(first on line 1\)"):
-        ev.read_cm_scores(write(tmp_path, "cm2.txt", "f1 1\nf2 2\nf1 3\n"))
+        trials.read_cm_scores(write(tmp_path, "cm2.txt", "f1 1\nf2 2\nf1 3\n"))
     with pytest.raises(ValueError, match=r"cm3\.txt:2:"):
-        ev.read_cm_scores(write(tmp_path, "cm3.txt", "f1 1\nf2 2 3\n"))
+        trials.read_cm_scores(write(tmp_path, "cm3.txt", "f1 1\nf2 2 3\n"))
     with pytest.raises(ValueError, match=r"no score for 1 of 2 protocol files: T_0000000002"):
-        ev.load_cm(write(tmp_path, "cm4.txt", "T_0000000001 1\nLA_T_1138215 2\n"), proto)
+        trials.load_cm(write(tmp_path, "cm4.txt", "T_0000000001 1\nLA_T_1138215 2\n"), proto)
     with pytest.warns(UserWarning, match="1 scores are not in the protocol files"):
-        s, y = ev.load_cm(sc, proto)
+        s, y = trials.load_cm(sc, proto)
     assert s.tolist() == [-2.5, 3.0] and y.tolist() == [False, True]
 
 
@@ -359,28 +368,29 @@ def _embeddings(n=12, dim=8, seed=6):
 
 def test_cosine_score_against_formula():
     emb = _embeddings()
-    trials = [(1, "u0", "u1"), (0, "u2", "u3"), (1, "u4", "u4"), (0, "u11", "u0")]
+    trial_list = [(1, "u0", "u1"), (0, "u2", "u3"), (1, "u4", "u4"), (0, "u11", "u0")]
     mean = torch.randn(8)
     for m in (None, mean):
-        got = ev.cosine_score(emb, trials, mean=m)
-        for k, (_, e, t) in enumerate(trials):
+        got = scoring.cosine_score(emb, trial_list, mean=m)
+        for k, (_, e, t) in enumerate(trial_list):
             a, b = emb[e].double(), emb[t].double()
             if m is not None:
                 a, b = a - m.double(), b - m.double()
             assert got[k] == pytest.approx(float(a @ b / (a.norm() * b.norm())), abs=1e-6)
     as_numpy = {k: v.numpy() for k, v in emb.items()}  # numpy embeddings work the same
-    assert np.array_equal(ev.cosine_score(as_numpy, trials), ev.cosine_score(emb, trials))
+    assert np.array_equal(scoring.cosine_score(as_numpy, trial_list),
+                          scoring.cosine_score(emb, trial_list))
     with pytest.raises(KeyError, match="u99"):
-        ev.cosine_score(emb, [(1, "u0", "u99")])
+        scoring.cosine_score(emb, [(1, "u0", "u99")])
 
 
 def test_as_norm_against_direct_loop():
     emb = _embeddings()
     g = torch.Generator().manual_seed(7)
     cohort = torch.randn(30, 8, generator=g)
-    trials = [(1, "u0", "u1"), (0, "u2", "u3"), (0, "u5", "u9")]
+    trial_list = [(1, "u0", "u1"), (0, "u2", "u3"), (0, "u5", "u9")]
     mean = cohort.mean(0)
-    got = ev.as_norm(emb, trials, cohort, top_n=5, mean=mean)
+    got = scoring.as_norm(emb, trial_list, cohort, top_n=5, mean=mean)
     cn = cohort.double() - mean.double()
     cn = cn / cn.norm(dim=1, keepdim=True)
 
@@ -392,12 +402,12 @@ def test_as_norm_against_direct_loop():
         top = np.sort((cn @ unit(u)).numpy())[::-1][:5]
         return top.mean(), top.std()
 
-    for k, (_, e, t) in enumerate(trials):
+    for k, (_, e, t) in enumerate(trial_list):
         s = float(unit(e) @ unit(t))
         (me, se), (mt, st_) = stats(e), stats(t)
         assert got[k] == pytest.approx(0.5 * ((s - me) / se + (s - mt) / st_), abs=1e-4)
-    assert np.allclose(ev.score_sv(emb, trials, mean=mean, cohort=cohort, top_n=5), got)
-    assert np.allclose(ev.score_sv(emb, trials), ev.cosine_score(emb, trials))
+    assert np.allclose(scoring.score_sv(emb, trial_list, mean=mean, cohort=cohort, top_n=5), got)
+    assert np.allclose(scoring.score_sv(emb, trial_list), scoring.cosine_score(emb, trial_list))
 
 
 # -----------------------------------------------------------------------------
@@ -405,13 +415,14 @@ def test_as_norm_against_direct_loop():
 
 
 def test_cli_sv_and_cm(tmp_path, capsys):
-    trials = write(tmp_path, "trials.txt", "1 a b\n0 a c\n1 d e\n0 d f\n1 g h\n0 g i\n")
+    trial_list = write(tmp_path, "trials.txt", "1 a b\n0 a c\n1 d e\n0 d f\n1 g h\n0 g i\n")
     scores = write(tmp_path, "sys.txt", "a b 0.9\na c 0.2\nd e 0.4\nd f 0.5\ng h 0.7\ng i 0.1\n")
     det = tmp_path / "det.png"
-    assert ev.main(["--scores", str(scores), "--trials", str(trials), "--det", str(det)]) == 0
+    assert evaluate.main(["--scores", str(scores), "--trials", str(trial_list),
+                          "--det", str(det)]) == 0
     out = capsys.readouterr().out
-    s, y = ev.load_sv(scores, trials)
-    assert f"{100 * ev.compute_eer(s, y)[0]:8.3f} %" in out and "minDCF" in out
+    s, y = trials.load_sv(scores, trial_list)
+    assert f"{100 * metrics.compute_eer(s, y)[0]:8.3f} %" in out and "minDCF" in out
     assert det.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     proto = write(tmp_path, "p.tsv", "T_0 f1 F - - - - bonafide bonafide -\n"
@@ -419,11 +430,11 @@ def test_cli_sv_and_cm(tmp_path, capsys):
                                      "T_1 f3 M - - - - bonafide bonafide -\n"
                                      "T_1 f4 M - - - AC1 A02 spoof -\n")
     cm = write(tmp_path, "cm.txt", "f1 2.0\nf2 -1.0\nf3 -0.5\nf4 0.3\n")
-    assert ev.main(["--task", "cm", "--scores", str(cm), "--protocol", str(proto)]) == 0
+    assert evaluate.main(["--task", "cm", "--scores", str(cm), "--protocol", str(proto)]) == 0
     out = capsys.readouterr().out
     assert "actDCF" in out and "Cllr" in out and "p_target=0.95, c_miss=1, c_fa=10" in out
 
     bad = write(tmp_path, "bad.txt", "a b 0.9\na c\n")
     with pytest.raises(SystemExit) as e:
-        ev.main(["--scores", str(bad), "--trials", str(trials)])
+        evaluate.main(["--scores", str(bad), "--trials", str(trial_list)])
     assert e.value.code == 2 and "bad.txt:2:" in capsys.readouterr().err

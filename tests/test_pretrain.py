@@ -17,7 +17,8 @@ import pretrain
 import toy_corpus
 from pretrained import load_pretrained, unilm_checkpoint
 from test_wavlm_oracles import HF_TO_UNILM
-from wavlm_masked import MaskedWavLM, WavLMConfig, frame_lengths, read_checkpoint
+from checkpoints import read_checkpoint
+from wavlm_masked import MaskedWavLM, WavLMConfig, frame_lengths
 
 
 def test_mfcc_frames_fall_on_the_model_frame_grid():

@@ -3,6 +3,7 @@ and its parameter count must equal expected_num_params() of the masked model in 
 import pytest
 import torch
 
+import checkpoints
 import wavlm_masked as W
 
 CONFIGS = {
@@ -115,8 +116,9 @@ def test_save_load_roundtrip(tmp_path):
     model.eval()
     x = torch.randn(2, 6000)
     for m in (model, model.prune()):
-        W.save(m, tmp_path / "m.pt", extra={"head": {"w": torch.ones(2)}, "note": "x"})
-        loaded, extra = W.load(tmp_path / "m.pt")
+        checkpoints.save_model(m, tmp_path / "m.pt",
+                               extra={"head": {"w": torch.ones(2)}, "note": "x"})
+        loaded, extra = checkpoints.load_model(tmp_path / "m.pt")
         loaded.eval()
         assert extra["note"] == "x" and torch.equal(extra["head"]["w"], torch.ones(2))
         with torch.no_grad():
@@ -124,10 +126,10 @@ def test_save_load_roundtrip(tmp_path):
                 assert torch.equal(a, b)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
-        W.load(tmp_path / "bad.pt")
+        checkpoints.load_model(tmp_path / "bad.pt")
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a model file"):
-        W.load(tmp_path / "other.pt")
+        checkpoints.load_model(tmp_path / "other.pt")
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7, 0.9])

@@ -16,6 +16,7 @@ import classifier
 import evaluate
 import run_folder
 import train
+import checkpoints
 import wavlm_masked as W
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def test_end_to_end_toy_run(tmp_path, data, capsys):
                 "min_dcf_pruned", "speedup", "seconds"):
         assert key in saved
     # The sparsity is counted on the exported file's tensors.
-    pruned, extra = W.load(out / "pruned_model.pt")
+    pruned, extra = checkpoints.load_model(out / "pruned_model.pt")
     assert saved["params_after"] == pruned.num_params()
     assert saved["sparsity"] == pytest.approx(1 - pruned.num_params() / saved["params_before"],
                                               abs=1e-12)
@@ -202,7 +203,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["world_size"] == 2
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    pruned, _ = W.load(tmp_path / "run" / "pruned_model.pt")
+    pruned, _ = checkpoints.load_model(tmp_path / "run" / "pruned_model.pt")
     assert report["params_after"] == pruned.num_params()
     rows = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "task_loss" in r] == [1, 2, 3, 4]     # rank 0 alone writes
