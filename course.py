@@ -46,7 +46,7 @@ its own exercise. Each exercise scores the points of its hidden tests that pass,
 with a reason, when one of its answer cells raised, hung or was left as handed out.
 A submission that is not a readable notebook scores 0 everywhere, with the reason.
 
-Why not otter-grader or nbgrader (both looked at, see notebooks/README.md): otter's
+Why not otter-grader or nbgrader (both looked at, see notebooks/TEACHING.md): otter's
 class grading (`otter grade`) runs in Docker and it pulls in Sphinx, playwright and
 pandas; nbgrader needs a course tree, a gradebook database and Jupyter server
 extensions, and its CSV export has one total per assignment, without per-exercise

@@ -47,7 +47,7 @@ from wavlm_masked import MaskedWavLM, WavLMConfig
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # The paper's sweep: WavLM Base+ fine-tuned and pruned on VoxCeleb2-dev, Vox1-O EER (%), parameters
-# including the MHFA head (the authors' released plot data; README "The paper's numbers").
+# including the MHFA head (the authors' released plot data; docs/real_data.md "The paper's numbers").
 PAPER_SV = [(0.0, 95.6, 0.761), (0.3, 67.3, 0.675), (0.5, 48.4, 0.760), (0.7, 29.6, 0.803),
             (0.9, 10.6, 1.596)]
 # Anti-spoofing: the one number the paper gives, WavLM Base at 10% sparsity on ASVspoof5 eval.

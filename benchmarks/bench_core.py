@@ -39,7 +39,7 @@ Columns: "wall s" is the median wall-clock time (what the goals are stated in); 
 is the median CPU time of this process over all its threads (time.process_time). On a
 quiet machine cpu ~ threads x wall. When other processes compete for the cores (see the
 load average printed at the top), wall times and their ratios get noisy, while CPU-time
-ratios stay closer to the truth, most of all with --threads 1. Record README numbers
+ratios stay closer to the truth, most of all with --threads 1. Record docs/performance.md numbers
 from a quiet machine, and name it.
 """
 

@@ -39,7 +39,7 @@ arXiv 2508.16232; the model is WavLM, Chen et al. 2022, arXiv 2110.13900):
                         and EER from its report.json.
 
 Nothing here downloads anything: every model has random weights, built from a config.
-Every number the README reports about the GPU must come from this script's table.
+Every number docs/performance.md reports about the GPU must come from this script's table.
 """
 
 import argparse

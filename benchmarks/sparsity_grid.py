@@ -4,7 +4,7 @@ Runs train.py over a grid of targets x step counts with the paper's recipes (vox
 speaker verification, asvspoof5 for anti-spoofing) on the offline toy corpora read
 through those loaders, and prints one Markdown table. It is a measurement, not a test.
 
-    python benchmarks/sparsity_grid.py                 # the grid in README (~1 h on 2 cores)
+    python benchmarks/sparsity_grid.py                 # the grid in docs/results.md (~1 h on 2 cores)
     python benchmarks/sparsity_grid.py --jobs 2        # two runs at a time, one thread each
     python benchmarks/sparsity_grid.py --quick         # two short runs, to try the script
 

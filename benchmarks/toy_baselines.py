@@ -1,7 +1,7 @@
 """
 Classical baselines on the toy corpora, to show the toy tasks are neither
 trivial nor hopeless, and what a trained model has to beat. Measured on the
-toy corpora of version 3 (toy_corpus.VERSION; README "Results on the offline
+toy corpora of version 3 (toy_corpus.VERSION; docs/results.md "Results on the offline
 toy corpora"): SV 22.67% EER on 2,400 trials; CM dev 10.00%, eval 40.67%,
 unseen attacks 45.00%. The CM features are band-energy statistics, which the
 eval-only codecs (narrow band, transform coding) shift: the classifier learned

@@ -66,7 +66,7 @@ def test_every_notebook_is_a_handout_of_a_master():
     orphans = [p.name for p in sorted(course.NOTEBOOKS.glob("*.ipynb"))
                if not (course.MASTERS / p.name).exists()]
     assert orphans == [], (f"{orphans} have no master: move them to notebooks/masters/, mark the "
-                           f"solutions (notebooks/README.md, For teachers) and run "
+                           f"solutions (notebooks/TEACHING.md, For teachers) and run "
                            f"`python course.py build`")
 
 
