@@ -14,11 +14,13 @@ Sec. 4): EER on VoxCeleb1-O/E/H, and EER/minDCF on ASVspoof5.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+import checkpoints
 import classifier
 import data
 import devices
@@ -68,9 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="checkpoint mode: the dataset folder")
     p.add_argument("--vox1-root", help="checkpoint mode, vox2: the VoxCeleb1 folder")
     p.add_argument("--cache-dir", help="checkpoint mode: where toy corpora live")
-    p.add_argument("--toy-size", default="default", choices=("default", "tiny"))
+    p.add_argument("--toy-size", default="default", choices=("default", "tiny"),
+                   help=argparse.SUPPRESS)    # "tiny": a few files, for the tests
     p.add_argument("--toy-seed", type=int, default=0, help="checkpoint mode: toy corpus seed")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--cohort", help="checkpoint mode, sv: a folder of <speaker>/.../*.wav (or "
+                                    "*.flac) whose speakers form the AS-norm cohort (default: "
+                                    "the training speakers of --data)")
+    p.add_argument("--cohort-utts", type=int, default=4,
+                   help="checkpoint mode, sv: utterances per cohort speaker (0 = raw cosine only)")
+    p.add_argument("--cohort-seconds", type=float, default=None,
+                   help="checkpoint mode, sv: the centre crop embedded per cohort utterance "
+                        "(default: the model's training crop, else 3 s)")
     p.add_argument("--trials", help="sv: VoxCeleb trial list, 'label enroll test'")
     p.add_argument("--protocol", help="cm: ASVspoof5 protocol with a bonafide/spoof column")
     p.add_argument("--det", help="write a DET plot (PNG) here")
@@ -132,40 +143,61 @@ def write_det(systems, path, task):
     print(f"DET plot written to {path}")
 
 
+def load_scorer(args):
+    """--checkpoint or --onnx -> (score function, task, the model's training crop or None)."""
+    if args.onnx:
+        import export                       # onnxruntime is only needed here
+        score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads,
+                                            sample_rate=data.SAMPLE_RATE)
+        return score_fn, info["task"], None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = devices.resolve_device(args.device)
+    model, extra = classifier.load_classifier(args.checkpoint, device)
+    crop = extra.get("train_args", {}).get("crop_seconds")
+    return classifier.utterance_scorer(model, device), model.task, crop
+
+
+def load_cohort(args, score_fn, spec, crop):
+    """The AS-norm cohort: the training speakers of --data, or the speakers of --cohort;
+    cached beside the model file (cohort.pt, reused when train.py wrote it)."""
+    source = args.checkpoint or args.onnx
+    items = spec.train_items if not args.cohort else scoring.folder_speakers(args.cohort)
+    cache = os.path.join(os.path.dirname(os.path.abspath(source)),
+                         "cohort.pt" if not args.cohort else "cohort_custom.pt")
+    return scoring.cached_cohort(score_fn, items, args.cohort_utts,
+                                 args.cohort_seconds or crop or 3.0, cache,
+                                 key=checkpoints.file_sha256(source))
+
+
 def checkpoint_mode(args, parser) -> int:
     """Embed every test utterance of --data with the model in --checkpoint (PyTorch) or
-    --onnx (onnxruntime, export.py), score the trial lists (SV) or protocols (CM) and
-    print the metrics. Both paths share the audio loading (resampled to 16 kHz with a
-    notice) and everything after the per-utterance score function."""
+    --onnx (onnxruntime, export.py), score the trial lists (SV: raw cosine, and mean
+    subtraction + AS-norm against a cohort) or protocols (CM), and print the metrics.
+    Both paths share the audio loading (resampled to 16 kHz with a notice) and everything
+    after the per-utterance score function."""
     source = args.checkpoint or args.onnx
     if not args.data:
         option = "--checkpoint" if args.checkpoint else "--onnx"
         parser.error(f"{option} needs --data (and --data-root for real data)")
     try:
-        if args.onnx:
-            import export                       # onnxruntime is only needed here
-            score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads,
-                                                sample_rate=data.SAMPLE_RATE)
-            task = info["task"]
-        else:
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            device = devices.resolve_device(args.device)
-            model, _ = classifier.load_classifier(args.checkpoint, device)
-            score_fn, task = classifier.utterance_scorer(model, device), model.task
+        score_fn, task, crop = load_scorer(args)
         spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                  toy_size=args.toy_size, vox1_root=args.vox1_root)
-    except (OSError, ValueError, ImportError) as err:
-        parser.exit(2, f"evaluate.py: error: {err}\n")
-    if spec.task != task:
-        parser.exit(2, f"evaluate.py: error: {source} is a {task} model but --data "
-                       f"{args.data} is a {spec.task} dataset\n")
-    try:
-        results, raw = scoring.evaluate_sets(score_fn, spec)
-    except ValueError as err:        # e.g. an utterance shorter than an exported model accepts
-        parser.exit(2, f"evaluate.py: error: {err}\n")
+        if spec.task != task:
+            raise ValueError(f"{source} is a {task} model but --data {args.data} is a "
+                             f"{spec.task} dataset")
+        cohort = (load_cohort(args, score_fn, spec, crop)
+                  if task == "sv" and args.cohort_utts else None)
+        results, raw = scoring.evaluate_sets(score_fn, spec, cohort=cohort)
+    except (OSError, ValueError, ImportError) as err:   # ValueError: e.g. an utterance shorter
+        parser.exit(2, f"evaluate.py: error: {err}\n")  # than an exported model accepts
     for name, m in results.items():
         print(format_metrics(name, m))
+        if "asnorm" in m:
+            print(format_metrics(f"{name}, mean subtraction + AS-norm (cohort: "
+                                 f"{cohort['speakers']} speakers x {cohort['per_speaker']})",
+                                 m["asnorm"]))
     if args.det:
         write_det(raw, args.det, spec.task)
     return 0

@@ -161,6 +161,22 @@ def cohort_paths(train_items, per_speaker: int):
     return [p for p, _ in pairs], [s for _, s in pairs]
 
 
+def folder_speakers(folder):
+    """[(audio file, speaker index)] of a cohort folder: the speaker is the first folder
+    under `folder` (VoxCeleb's <speaker>/<video>/<utt>.wav; a leading wav/ is skipped)."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--cohort {folder}: no such folder")
+    root = os.path.join(folder, "wav") if os.path.isdir(os.path.join(folder, "wav")) else folder
+    files = data.list_audio_files(root)
+    speakers = [os.path.relpath(f, root).split(os.sep)[0] for f in files]
+    index = {s: i for i, s in enumerate(sorted(set(speakers)))}
+    items = [(f, index[s]) for f, s in zip(files, speakers) if s != os.path.basename(f)]
+    if not items:
+        raise ValueError(f"--cohort {folder}: no audio files in speaker folders "
+                         f"(expected <speaker>/.../*.wav)")
+    return items
+
+
 def build_cohort(score_fn, train_items, per_speaker: int, num_workers: int = 0) -> dict:
     """The AS-norm cohort and the mean embedding, from the training speakers:
     cohort (S, E) = per-speaker mean embedding; mean (E,) = mean over all the embedded
