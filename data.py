@@ -514,6 +514,22 @@ def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progre
     short_train = {p: f"{seconds[p]:.2f} s" for p in train
                    if p not in broken and seconds[p] < MIN_AUDIO_SECONDS}
     bad = {**broken, **short_eval}
+    rates = {}
+    for p, r in rows.items():
+        if r[2] and r[2] != SAMPLE_RATE:
+            rates[r[2]] = rates.get(r[2], 0) + 1
+    tiled = sum(1 for p in train if p not in bad and MIN_AUDIO_SECONDS <= seconds[p] < crop_seconds)
+    notes = []                           # what the run goes on with (said in the error too)
+    if short_train:
+        notes.append(f"{len(short_train)} training file(s) shorter than {MIN_AUDIO_SECONDS} s "
+                     f"are left out:\n"
+                     + _listing(short_train, short_train))
+    if tiled:
+        notes.append(f"{tiled} training file(s) are shorter than the {crop_seconds:g}-s crop "
+                     f"and are tiled (repeated) up to it")
+    if rates:
+        notes.append("resampled to 16 kHz when read: "
+                     + ", ".join(f"{n} file(s) at {sr} Hz" for sr, n in sorted(rates.items())))
     if bad and not skip_bad_files:
         parts = []
         if broken:
@@ -526,25 +542,10 @@ def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progre
         raise ValueError("\n".join(parts)
                          + "\nReplace them, or pass --skip-bad-files to leave them out "
                          "(with the trials or protocol entries that use them; "
-                         "listed in config.json).")
-    rates = {}
-    for p, r in rows.items():
-        if r[2] and r[2] != SAMPLE_RATE:
-            rates[r[2]] = rates.get(r[2], 0) + 1
-    tiled = sum(1 for p in train if p not in bad and MIN_AUDIO_SECONDS <= seconds[p] < crop_seconds)
-    notes = []
-    if short_train:
-        notes.append(f"{len(short_train)} training file(s) shorter than {MIN_AUDIO_SECONDS} s "
-                     f"are left out:\n"
-                     + _listing(short_train, short_train))
+                         "listed in config.json)."
+                         + "".join(f"\nThe same check also found: {note}" for note in notes))
     if bad:
         notes.append(f"--skip-bad-files leaves out {len(bad)} file(s):\n" + _listing(bad, bad))
-    if tiled:
-        notes.append(f"{tiled} training file(s) are shorter than the {crop_seconds:g}-s crop "
-                     f"and are tiled (repeated) up to it")
-    if rates:
-        notes.append("resampled to 16 kHz when read: "
-                     + ", ".join(f"{n} file(s) at {sr} Hz" for sr, n in sorted(rates.items())))
     for note in notes:
         print("note: " + note)
     summary = dict(checked=len(rows), seconds=round(time.time() - t0, 2), skipped=sorted(bad),

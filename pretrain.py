@@ -264,28 +264,10 @@ def evaluate_heldout(model, crops: Crops, args):
     return dict(heldout_loss=float(np.mean(losses)), heldout_masked_acc=hits / max(1, count))
 
 
-def train(args):
-    stop = run_folder.StopRequest()
-    t_start = time.time()
-    out = args.out
-    ckpt_path = os.path.join(out, "checkpoint.pt")
-    # a finished run resumed is exported again (it never has "nothing to do")
-    run_folder.check_out_folder(out, args.resume, re_export=True)
+def pretraining_data(args, state):
+    """The corpus, its k-means targets (fitted now, or the resumed run's) and the training
+    and held-out crops -> (root, paths, info, targets, held, train_set, heldout, perplexity)."""
     root, paths, feats, lengths, info = load_corpus(args)   # feats: [(T, 39)] MFCC per file
-    # which files, relative to their folder: a moved corpus still resumes, another does not
-    files_hash = hashlib.sha1("\n".join(os.path.relpath(p, root) for p in paths)
-                              .encode()).hexdigest()[:16]
-
-    torch.manual_seed(args.seed)
-    config = WavLMConfig.tiny(dropout=args.dropout, attention_dropout=args.dropout)
-    try:
-        state = read_checkpoint(ckpt_path) if args.resume else None
-    except ValueError as e:                        # a damaged checkpoint: our words, no traceback
-        run_folder.fail(e)
-    if state is not None and state["files_hash"] != files_hash:
-        run_folder.fail(f"{out} was pre-trained on another set of files ({state['files']} "
-                        f"files); resume with the same data or choose another --out")
-    os.makedirs(out, exist_ok=True)
     if state is None:
         held = max(1, len(paths) // 20)       # the first 5 % of the files: held-out loss
         targets = fit_targets(feats[held:], args.clusters, args.kmeans_frames, args.seed)
@@ -311,12 +293,97 @@ def train(args):
     usage = torch.bincount(torch.cat(train_set.labels).long(), minlength=args.clusters).double()
     usage = usage / usage.sum()
     perplexity = float(torch.exp(-(usage[usage > 0] * usage[usage > 0].log()).sum()))
+    return root, paths, info, targets, held, train_set, heldout, perplexity
 
-    model = MaskedPrediction(config, args.clusters)
+
+def files_hash(root, paths) -> str:
+    """Which files, relative to their folder: a moved corpus still resumes, another does not."""
+    return hashlib.sha1("\n".join(os.path.relpath(p, root) for p in paths)
+                        .encode()).hexdigest()[:16]
+
+
+def pretrain_step(model, optimizer, train_set, step, args) -> dict:
+    """One step of masked prediction; the batch, mixing and masks come from (seed, step)
+    alone, so a resumed run draws exactly what the uninterrupted one would."""
+    rng = np.random.default_rng([args.seed, step])
+    waves, target_frames = train_set.batch(args.batch_size, rng)
+    if args.mix_prob > 0:
+        waves = mix_utterances(waves, args.mix_prob, rng)
+    mask = torch.stack([span_mask(train_set.frames, args.mask_prob, args.mask_length, rng)
+                        for _ in range(len(waves))])                          # (B, T)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, args.steps, args.lr)
+    logits = model(waves, mask)                                               # (B, T, K)
+    loss = masked_prediction_loss(logits, target_frames, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        hit = logits.argmax(-1) == target_frames
+    return dict(step=step + 1, loss=loss.item(), masked_acc=hit[mask].float().mean().item(),
+                unmasked_acc=hit[~mask].float().mean().item(),
+                masked_share=mask.float().mean().item(), lr=optimizer.param_groups[0]["lr"])
+
+
+def write_outputs(model, args, log_path, t_start, data_description):
+    """tiny_wavlm.pt (unilm layout), report.json with the curves, loss.png -> report."""
+    out, (info, files, train_files, heldout_files, perplexity) = args.out, data_description
+    export = pretrained.unilm_checkpoint(model.wavlm, model.mask_emb, mask_prob=args.mask_prob,
+                                         mask_length=args.mask_length, label_rate=50,
+                                         num_clusters=args.clusters, mix_prob=args.mix_prob)
+    atomic_torch_save(export, os.path.join(out, "tiny_wavlm.pt"))
+    rows = [json.loads(line) for line in open(log_path)]
+    last = [r for r in rows if "heldout_loss" in r][-1]
+    every = max(1, len(rows) // 120)             # the curves, ~120 points, for notebook 08
+    mean = lambda key, rs: float(np.mean([r[key] for r in rs]))
+    curve = [dict(step=rows[i + every - 1]["step"],
+                  **{k: round(mean(k, rows[i:i + every]), 4)
+                     for k in ("loss", "masked_acc", "unmasked_acc")})
+             for i in range(0, len(rows) - every + 1, every)]
+    heldout_curve = [dict(step=r["step"], loss=round(r["heldout_loss"], 4),
+                          masked_acc=round(r["heldout_masked_acc"], 4))
+                     for r in rows if "heldout_loss" in r]
+    report = dict(data=info, files=files, train_files=train_files, heldout_files=heldout_files,
+                  clusters=args.clusters, cluster_perplexity=round(perplexity, 2),
+                  steps=args.steps, parameters=model.wavlm.num_params(),
+                  final=dict(loss=mean("loss", rows[-100:]),
+                             masked_acc=mean("masked_acc", rows[-100:]),
+                             unmasked_acc=mean("unmasked_acc", rows[-100:]),
+                             heldout_loss=last["heldout_loss"],
+                             heldout_masked_acc=last["heldout_masked_acc"]),
+                  train_seconds=rows[-1]["seconds"],
+                  wall_seconds_this_attempt=round(time.time() - t_start, 1),
+                  command="python pretrain.py " + " ".join(a for a in sys.argv[1:]
+                                                           if a != "--resume"),
+                  args=vars(args), curve=curve, heldout_curve=heldout_curve)
+    checkpoints.write_json(os.path.join(out, "report.json"), report)
+    plots.plot_pretraining(log_path, os.path.join(out, "loss.png"))
+    print(f"wrote {os.path.join(out, 'tiny_wavlm.pt')} (train.py --ssl reads it); "
+          f"report in {os.path.join(out, 'report.json')}")
+    return report
+
+
+def train(args):
+    stop, t_start, out = run_folder.StopRequest(), time.time(), args.out
+    ckpt_path, log_path = os.path.join(out, "checkpoint.pt"), os.path.join(out, "log.jsonl")
+    # a finished run resumed is exported again (it never has "nothing to do")
+    run_folder.check_out_folder(out, args.resume, re_export=True)
+    try:
+        state = read_checkpoint(ckpt_path) if args.resume else None
+    except ValueError as e:                        # a damaged checkpoint: our words, no traceback
+        run_folder.fail(e)
+    root, paths, info, targets, held, train_set, heldout, perplexity = pretraining_data(args, state)
+    if state is not None and state["files_hash"] != files_hash(root, paths):
+        run_folder.fail(f"{out} was pre-trained on another set of files ({state['files']} "
+                        f"files); resume with the same data or choose another --out")
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model = MaskedPrediction(WavLMConfig.tiny(dropout=args.dropout,
+                                              attention_dropout=args.dropout), args.clusters)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
                                   weight_decay=0.01)          # HuBERT's Adam settings
     step, seconds_before = 0, 0.0
-    log_path = os.path.join(out, "log.jsonl")
     if state is not None:
         load_state_exactly(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
@@ -332,7 +399,8 @@ def train(args):
                                optimizer=optimizer.state_dict(),
                                torch_rng=torch.get_rng_state(), centroids=targets.centroids,
                                scale=targets.scale, held=held, files=len(paths),
-                               files_hash=files_hash, seconds=seconds_before + time.time() - t0,
+                               files_hash=files_hash(root, paths),
+                               seconds=seconds_before + time.time() - t0,
                                args=run_folder.plain_values(vars(args))), ckpt_path)
 
     print(f"pre-training a tiny WavLM ({model.wavlm.num_params():,} parameters) on "
@@ -343,28 +411,10 @@ def train(args):
     log = open(log_path, "a")
     model.train()
     while step < args.steps:
-        rng = np.random.default_rng([args.seed, step])
-        waves, target_frames = train_set.batch(args.batch_size, rng)
-        if args.mix_prob > 0:
-            waves = mix_utterances(waves, args.mix_prob, rng)
-        mask = torch.stack([span_mask(train_set.frames, args.mask_prob, args.mask_length, rng)
-                            for _ in range(len(waves))])                      # (B, T)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr)
-        logits = model(waves, mask)                                               # (B, T, K)
-        loss = masked_prediction_loss(logits, target_frames, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        step += 1
-        with torch.no_grad():
-            hit = logits.argmax(-1) == target_frames
-        record = dict(step=step, loss=loss.item(), masked_acc=hit[mask].float().mean().item(),
-                      unmasked_acc=hit[~mask].float().mean().item(),
-                      masked_share=mask.float().mean().item(), lr=optimizer.param_groups[0]["lr"],
-                      seconds=round(seconds_before + time.time() - t0, 2))
-        if step % args.eval_every == 0 or step == args.steps:
+        record = pretrain_step(model, optimizer, train_set, step, args)
+        step = record["step"]
+        record["seconds"] = round(seconds_before + time.time() - t0, 2)
+        if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
             record.update(evaluate_heldout(model, heldout, args))
             print(f"step {step}/{args.steps}: loss {record['loss']:.3f}, held-out loss "
                   f"{record['heldout_loss']:.3f}, masked accuracy "
@@ -379,40 +429,8 @@ def train(args):
             run_folder.stopped(log, stop, step, args.steps, sys.argv[1:], world=1, is_main=True)
     log.close()
     stop.restore()
-
-    export = pretrained.unilm_checkpoint(model.wavlm, model.mask_emb, mask_prob=args.mask_prob,
-                                         mask_length=args.mask_length, label_rate=50,
-                                         num_clusters=args.clusters, mix_prob=args.mix_prob)
-    atomic_torch_save(export, os.path.join(out, "tiny_wavlm.pt"))
-    rows = [json.loads(line) for line in open(log_path)]
-    last = [r for r in rows if "heldout_loss" in r][-1]
-    every = max(1, len(rows) // 120)             # the curves, ~120 points, for notebook 08
-    curve = [dict(step=rows[i + every - 1]["step"],
-                  **{k: round(float(np.mean([r[k] for r in rows[i:i + every]])), 4)
-                     for k in ("loss", "masked_acc", "unmasked_acc")})
-             for i in range(0, len(rows) - every + 1, every)]
-    heldout_curve = [dict(step=r["step"], loss=round(r["heldout_loss"], 4),
-                          masked_acc=round(r["heldout_masked_acc"], 4))
-                     for r in rows if "heldout_loss" in r]
-    report = dict(data=info, files=len(paths), train_files=len(train_set.paths),
-                  heldout_files=len(heldout.paths), clusters=args.clusters,
-                  cluster_perplexity=round(perplexity, 2), steps=args.steps,
-                  parameters=model.wavlm.num_params(),
-                  final=dict(loss=float(np.mean([r["loss"] for r in rows[-100:]])),
-                             masked_acc=float(np.mean([r["masked_acc"] for r in rows[-100:]])),
-                             unmasked_acc=float(np.mean([r["unmasked_acc"] for r in rows[-100:]])),
-                             heldout_loss=last["heldout_loss"],
-                             heldout_masked_acc=last["heldout_masked_acc"]),
-                  train_seconds=rows[-1]["seconds"],
-                  wall_seconds_this_attempt=round(time.time() - t_start, 1),
-                  command="python pretrain.py " + " ".join(a for a in sys.argv[1:]
-                                                           if a != "--resume"),
-                  args=vars(args), curve=curve, heldout_curve=heldout_curve)
-    checkpoints.write_json(os.path.join(out, "report.json"), report)
-    plots.plot_pretraining(log_path, os.path.join(out, "loss.png"))
-    print(f"wrote {os.path.join(out, 'tiny_wavlm.pt')} (train.py --ssl reads it); "
-          f"report in {os.path.join(out, 'report.json')}")
-    return report
+    return write_outputs(model, args, log_path, t_start, (info, len(paths), len(train_set.paths),
+                                                          len(heldout.paths), perplexity))
 
 
 def load_corpus(args):
@@ -466,7 +484,8 @@ def parse_args(argv=None):
     p.add_argument("--mask-length", type=int, default=10)
     p.add_argument("--mix-prob", type=float, default=0.0,
                    help="share of crops with another utterance mixed in (WavLM); 0 = HuBERT")
-    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=500,
+                   help="held-out loss every N steps, and at the end (0 = only at the end)")
     p.add_argument("--eval-batches", type=int, default=8)
     p.add_argument("--save-minutes", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)

@@ -526,6 +526,22 @@ def test_check_files_names_bad_files_in_a_vox1_tree(tmp_path, capsys):
     assert len(kept.trials["vox1_o"]) == 1 and kept.trials["vox1_o"].line_numbers == [3]
 
 
+def test_check_files_error_also_names_what_it_would_leave_out(tmp_path):
+    """One message reports everything the check found: an unreadable file stops the run,
+    and the same message names the too-short training file that would be left out."""
+    vox1_tree(str(tmp_path / "vox1"))
+    spec = data.load_vox1(str(tmp_path / "vox1"))
+    wav = tmp_path / "vox1" / "wav"
+    corrupt, short_train, _ = plant_bad_files([str(wav / "id10001/vidA/00001.wav"),
+                                               str(wav / "id10002/vidB/00002.wav"),
+                                               str(wav / "id10001/vidA/00002.wav")])
+    with pytest.raises(ValueError) as e:
+        data.check_files(spec, 0.5, cache_dir=str(tmp_path / "cache"))
+    msg = str(e.value)
+    assert corrupt in msg and short_train in msg
+    assert "training file(s) shorter than 0.5 s are left out" in msg
+
+
 def test_check_files_in_an_asvspoof5_tree_and_the_cache(tmp_path, monkeypatch):
     asv5_tree(str(tmp_path / "asv5"))
     for k, path in enumerate(sorted((tmp_path / "asv5").glob("flac_*/*.flac"))):

@@ -75,6 +75,24 @@ def test_nothing_imports_train():
     assert users == [], f"these import train.py: {users}"
 
 
+# The ground floor: pure pieces that import no module of the project above them. The
+# metrics, in particular, are math on arrays: nothing model-related may sit under them.
+GROUND_FLOOR = {"metrics": set(), "hardconcrete": set(), "heads": set(), "toy_corpus": set(),
+                "trials": set(), "devices": set(), "plots": {"metrics"}}
+
+
+def test_the_ground_floor_imports_nothing_above_it():
+    graph = import_graph()
+    for name, allowed in GROUND_FLOOR.items():
+        assert graph[name] <= allowed, f"{name}.py imports {sorted(graph[name] - allowed)}"
+
+
+def test_the_floor_check_sees_a_planted_import(tmp_path):
+    planted = tmp_path / "metrics.py"
+    planted.write_text("import numpy\ndef f():\n    import classifier\n")
+    assert local_imports(planted, set(LIBRARY)) == {"classifier"}
+
+
 def test_benchmarks_do_not_import_tests():
     for path in SCRIPTS:
         assert "tests" not in local_imports(path, {"tests"}), f"{path.name} imports from tests/"
