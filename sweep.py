@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+import recipes
 from wavlm_masked import MaskedWavLM, WavLMConfig
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -85,7 +86,8 @@ def parse_args(argv=None):
         p.error("--targets: a comma list of sparsities in [0, 1)")
     if args.seeds < 1 or args.jobs < 1:
         p.error("--seeds and --jobs must be at least 1")
-    ssl = extra[extra.index("--ssl") + 1] if "--ssl" in extra[:-1] else "tiny"
+    recipe = recipes.RECIPES.get(args.data, {})
+    ssl = extra[extra.index("--ssl") + 1] if "--ssl" in extra[:-1] else recipe.get("ssl", "tiny")
     if ssl != "tiny" and not args.no_small_dense:      # the small models belong to the tiny family
         p.error("the small dense baseline exists for the tiny model only: add --no-small-dense")
     args.extra = extra
@@ -222,9 +224,14 @@ def collect(args):
         # What survived, per layer (space-separated): which structures pruning removed.
         kept = {key: " ".join(str(int(v)) for v in r["structure"][key]) for key in STRUCTURE}
         for name, m in r["pruned"].items():
+            # the real-data headline is the authors' scoring (mean subtraction + AS-norm);
+            # the toy's is raw cosine (docs/results.md says why)
+            scored = m["asnorm"] if "asnorm" in m and not args.data.startswith("toy") else m
             rows.append(dict(kind=kind, target=target, seed=seed, test_set=name,
-                             sparsity=round(sparsity, 4),
-                             params=r["params_after"], eer=m["eer"], min_dcf=m["min_dcf"],
+                             sparsity=round(sparsity, 4), params=r["params_after"],
+                             params_with_head=r.get("params_with_head", ""),
+                             eer=scored["eer"], min_dcf=scored["min_dcf"],
+                             scoring="asnorm" if scored is not m else "cosine",
                              seconds=r["seconds"], **kept))
     return rows
 
@@ -233,8 +240,8 @@ STRUCTURE = ("conv_channels", "heads", "ffn_units", "attention", "ffn")
 
 
 def write_csv(rows, path):
-    cols = ["kind", "target", "seed", "test_set", "sparsity", "params", "eer", "min_dcf",
-            "seconds", *STRUCTURE]
+    cols = ["kind", "target", "seed", "test_set", "sparsity", "params", "params_with_head",
+            "eer", "min_dcf", "scoring", "seconds", *STRUCTURE]
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, cols)
         w.writeheader()
@@ -262,7 +269,7 @@ def groups(rows):
 def table(rows, how):
     """Markdown, one line per (kind, target): sparsity, params, EER % and minDCF per test set."""
     sets = list(dict.fromkeys(r["test_set"] for r in rows))
-    head = "| model | target | sparsity | SSL params | " + " | ".join(
+    head = "| model | target | sparsity | SSL params | params incl. head | " + " | ".join(
         f"{s} EER % | {s} minDCF" for s in sets) + " | seeds | minutes per run |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     order = sorted(groups(rows).items(), key=lambda kv: (kv[0][1], kv[0][0] != "pruned"))
@@ -270,8 +277,10 @@ def table(rows, how):
         first = next(iter(per_set.values()))
         label = "dense (no gates)" if kind == "pruned" and target == 0 else \
             "pruned in situ" if kind == "pruned" else "small dense, from scratch"
+        with_head = [r["params_with_head"] for r in first if r["params_with_head"] != ""]
         cells = [label, f"{target:g}", f"{np.mean([r['sparsity'] for r in first]):.4f}",
-                 f"{np.mean([r['params'] for r in first]):,.0f}"]
+                 f"{np.mean([r['params'] for r in first]):,.0f}",
+                 f"{np.mean(with_head):,.0f}" if with_head else "–"]
         for s in sets:
             rs = per_set.get(s, [])
             if not rs:
@@ -284,8 +293,12 @@ def table(rows, how):
         lines.append("| " + " | ".join(cells) + " |")
     note = ("mean ± sample standard deviation over seeds" if how == "std"
             else "mean (min–max over seeds)")
-    return "\n".join(lines) + f"\n\nEER and minDCF: {note}; one value where there is one seed. " \
-        "SSL params: the exported WavLM without the back-end head.\n"
+    scoring = {r["scoring"] for r in rows}
+    scored = ("mean subtraction + AS-norm (the authors' scoring)" if scoring == {"asnorm"}
+              else "raw cosine" if scoring == {"cosine"} else "mixed scoring")
+    return "\n".join(lines) + f"\n\nEER and minDCF: {note}; one value where there is one seed; " \
+        f"scores: {scored}. SSL params: the exported WavLM without the back-end head; " \
+        "params incl. head: with the pooling head (MHFA), as the paper counts.\n"
 
 
 def plot(rows, path, data, how):

@@ -348,3 +348,94 @@ def test_bad_audio_is_named_before_training(tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert sorted(config["data_check"]["skipped"]) == sorted([corrupt, short])
     assert config["data_check"]["resampled"] == {"8000": 1} and report["sparsity"] > 0
+
+
+# --------------------------------------------- the authors' recipe: lr, averaging, AS-norm
+def vox1_tree_of_the_toy_corpus():
+    """The default toy SV corpus is a VoxCeleb1 tree: --data vox1 --data-root reads it."""
+    import data
+    spec = data.prepare_data("toy")
+    return os.path.dirname(spec.eval_root)
+
+
+def logged_lrs(out):
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    return [r["lr"] for r in rows if "task_loss" in r]
+
+
+@pytest.mark.slow
+def test_the_lr_follows_the_global_batch(tmp_path, capsys):
+    """--lr is the configs' base lr; the effective lr is scaled by processes x batch / 64:
+    one process with batch 128 and two with batch 64 both peak at 2e-4 (vox1: lr 1e-4).
+    The same run, on a VoxCeleb1 tree, reports raw and AS-norm metrics."""
+    root = vox1_tree_of_the_toy_corpus()
+    common = ["--data", "vox1", "--data-root", root, "--ssl", "tiny", "--steps", "7",
+              "--crop-seconds", "0.5", "--final-lr", "1e-4", "--eval-every", "0",
+              "--no-progress", "--num-workers", "0", "--device", "cpu"]
+    single = tmp_path / "single"
+    report = train.main(common + ["--batch-size", "128", "--out", str(single)])
+    config = json.loads((single / "config.json").read_text())
+    assert config["lr_scale"] == 2.0 and config["lr_effective"] == pytest.approx(2e-4)
+    assert max(logged_lrs(single)) == pytest.approx(2e-4, rel=1e-12)
+    assert logged_lrs(single)[0] == 0.0            # the authors' warm-up starts from zero
+    # the authors' scoring beside raw cosine, for every trial list
+    for name, m in report["pruned"].items():
+        assert {"eer", "min_dcf"} <= set(m) and {"eer", "min_dcf"} <= set(m["asnorm"])
+    assert report["cohort"] == {"speakers": 40, "utterances": 160, "per_speaker": 4}
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(single / "pruned_model.pt"), "--data", "vox1",
+                          "--data-root", root, "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    asnorm = report["pruned"]["vox1_o"]["asnorm"]
+    assert "mean subtraction + AS-norm (cohort: 40 speakers x 4)" in printed
+    assert f"EER     {100 * asnorm['eer']:8.3f} %" in printed
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29518", os.path.join(ROOT, "train.py"), *common,
+           "--batch-size", "64", "--out", str(tmp_path / "ddp"), "--cohort-utts", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert logged_lrs(tmp_path / "ddp") == logged_lrs(single)
+
+
+@pytest.mark.slow
+def test_averaged_snapshots_are_what_is_exported(tmp_path):
+    """--average-last 3: the exported model is the pruned mean of the three snapshots of
+    the settle phase (computed here independently), and still scores like the masked one."""
+    report = train.main(small_run_args(tmp_path, steps=6, extra=[
+        "--average-last", "3", "--settle-frac", "0.49", "--eval-every", "0"]))
+    out = tmp_path / "run"
+    assert report["averaged_steps"] == [4, 5, 6]
+    snapshots = [torch.load(out / f"snapshot_{s}.pt", weights_only=True) for s in (4, 5, 6)]
+    mean = {k: (sum(s[k].double() for s in snapshots) / 3).to(v.dtype)
+            for k, v in snapshots[0].items()}
+    pruned, extra = classifier.load_classifier(out / "pruned_model.pt")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    ssl = W.MaskedWavLM(W.WavLMConfig.from_dict(state["ssl_config"]))
+
+    def pruned_from(state_dict):
+        model = classifier.Classifier(W.MaskedWavLM(ssl.config), extra["task"],
+                                      extra["num_classes"],
+                                      classifier.HeadConfig(**extra["head_config"]))
+        model.load_state_dict(state_dict)
+        model.eval()
+        model.ssl = model.ssl.prune()
+        return model.state_dict()
+    averaged, last = pruned_from(mean), pruned_from(snapshots[-1])
+    for key, value in pruned.state_dict().items():
+        assert torch.allclose(value, averaged[key], atol=1e-6), key
+    # the snapshots differ, so the average is not the last weights
+    assert any(not torch.allclose(value, last[key]) for key, value in pruned.state_dict().items())
+    assert report["max_score_diff"] < 1e-4
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_averaging_refuses_snapshots_of_different_structures():
+    a = {"ssl.gate.log_alpha": torch.zeros(3), "w": torch.ones(2)}
+    b = {"ssl.gate.log_alpha": torch.ones(3), "w": torch.zeros(2)}
+    assert torch.equal(checkpoints.average_state_dicts([a, dict(a, w=torch.zeros(2))],
+                                                       fixed=lambda k: k.endswith("log_alpha"))
+                       ["w"], torch.full((2,), 0.5))
+    with pytest.raises(ValueError, match="structure changed"):
+        checkpoints.average_state_dicts([a, b], fixed=lambda k: k.endswith("log_alpha"))
