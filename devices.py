@@ -1,6 +1,7 @@
 """
-Where the computation runs: the device, bf16 autocast, compute threads, the process
-group of a multi-GPU run (torchrun + DDP), and timing a model on a device.
+The process and where it computes: the device, bf16 autocast, compute threads, the process
+group of a multi-GPU run (torchrun + DDP), the signals that ask the process to stop, and
+timing a model on a device.
 
 Everything here is about the machine, nothing about the method, so the training loop in
 train.py reads as the method alone. Two pitfalls it handles:
@@ -11,6 +12,7 @@ train.py reads as the method alone. Two pitfalls it handles:
 """
 
 import os
+import signal
 import time
 
 import torch
@@ -76,6 +78,47 @@ def agree(stop, save, world, device):
     flags = torch.tensor([float(stop), float(save)], device=device)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return bool(flags[0]), bool(flags[1])
+
+
+# ------------------------------------------------------------- signals to the process
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM as a flag that the training loop reads after each
+    step, so the step in flight completes and a checkpoint is written.
+
+    Before `defer()` (data preparation, model loading) there is nothing to save, and a
+    signal raises KeyboardInterrupt at once. A second signal also does, for a user who
+    does not want to wait for the step to end.
+    """
+    EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}    # 128 + signal number
+
+    def __init__(self):
+        self.signum, self.deferred = None, False
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.EXIT_CODES}
+
+    def restore(self):
+        """Put back the handlers that were there before (train.main may run in-process)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        first = self.signum is None
+        self.signum = signum
+        if not (self.deferred and first):
+            raise KeyboardInterrupt
+
+    def defer(self):
+        self.deferred = True
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    def exit_code(self) -> int:
+        return self.EXIT_CODES.get(self.signum, 130)
 
 
 @torch.inference_mode()

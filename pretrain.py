@@ -59,6 +59,7 @@ import torchaudio
 
 import checkpoints
 import data
+import devices
 import plots
 import pretrained
 import run_folder
@@ -365,7 +366,7 @@ def write_outputs(model, args, log_path, t_start, data_description):
 
 
 def train(args):
-    stop, t_start, out = run_folder.StopRequest(), time.time(), args.out
+    stop, t_start, out = devices.StopRequest(), time.time(), args.out
     ckpt_path, log_path = os.path.join(out, "checkpoint.pt"), os.path.join(out, "log.jsonl")
     # a finished run resumed is exported again (it never has "nothing to do")
     run_folder.check_out_folder(out, args.resume, re_export=True)

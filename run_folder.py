@@ -14,13 +14,12 @@ Nothing is lost on a crash: every file that is rewritten goes to a temporary nam
 and is renamed over the old one (os.replace is atomic on POSIX and Windows), so a
 reader never sees half a file. The log is appended line by line and flushed. Ctrl-C
 (SIGINT) and a scheduler's pre-emption (SIGTERM) let the step in flight finish, write a
-checkpoint, and exit with the shell's code for the signal (StopRequest).
+checkpoint, and exit with the shell's code for the signal (devices.StopRequest, `stopped`).
 """
 
 import json
 import os
 import shlex
-import signal
 import sys
 import time
 
@@ -30,46 +29,6 @@ from checkpoints import write_json
 
 
 # ---------------------------------------------------------------------- interruptions
-class StopRequest:
-    """SIGINT (Ctrl-C) and SIGTERM as a flag that the training loop reads after each
-    step, so the step in flight completes and a checkpoint is written.
-
-    Before `defer()` (data preparation, model loading) there is nothing to save, and a
-    signal raises KeyboardInterrupt at once. A second signal also does, for a user who
-    does not want to wait for the step to end.
-    """
-    EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}    # 128 + signal number
-
-    def __init__(self):
-        self.signum, self.deferred = None, False
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.EXIT_CODES}
-
-    def restore(self):
-        """Put back the handlers that were there before (train.main may run in-process)."""
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        first = self.signum is None
-        self.signum = signum
-        if not (self.deferred and first):
-            raise KeyboardInterrupt
-
-    def defer(self):
-        self.deferred = True
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum or signal.SIGINT).name
-
-    def exit_code(self) -> int:
-        return self.EXIT_CODES.get(self.signum, 130)
-
-
 def stopped(logger, stop, step, total, argv, world, is_main):
     """The end of a run stopped by a signal, after its checkpoint was written."""
     logger.close()

@@ -396,7 +396,7 @@ def finish(run: Run, device, args, amp):
 def main(argv=None):
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
-    stop = run_folder.StopRequest()          # Ctrl-C / SIGTERM: finish the step, save, exit
+    stop = devices.StopRequest()          # Ctrl-C / SIGTERM: finish the step, save, exit
     try:
         return train(args, stop, argv)
     except KeyboardInterrupt:                # before the loop, in the final evaluation, or
