@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the training speakers of --data)")
     p.add_argument("--cohort-utts", type=int, default=4,
                    help="checkpoint mode, sv: utterances per cohort speaker (0 = raw cosine only)")
-    p.add_argument("--cohort-seconds", type=float, default=None,
+    p.add_argument("--cohort-seconds", type=float, default=scoring.COHORT_SECONDS,
                    help="checkpoint mode, sv: the centre crop embedded per cohort utterance "
-                        "(default: the model's training crop, else 3 s)")
+                        "(default: 3 s, as the authors)")
     p.add_argument("--trials", help="sv: VoxCeleb trial list, 'label enroll test'")
     p.add_argument("--protocol", help="cm: ASVspoof5 protocol with a bonafide/spoof column")
     p.add_argument("--det", help="write a DET plot (PNG) here")
@@ -144,30 +144,29 @@ def write_det(systems, path, task):
 
 
 def load_scorer(args):
-    """--checkpoint or --onnx -> (score function, task, the model's training crop or None)."""
+    """--checkpoint or --onnx -> (score function, task)."""
     if args.onnx:
         import export                       # onnxruntime is only needed here
         score_fn, info = export.onnx_scorer(args.onnx, threads=args.threads,
                                             sample_rate=data.SAMPLE_RATE)
-        return score_fn, info["task"], None
+        return score_fn, info["task"]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = devices.resolve_device(args.device)
-    model, extra = classifier.load_classifier(args.checkpoint, device)
-    crop = extra.get("train_args", {}).get("crop_seconds")
-    return classifier.utterance_scorer(model, device), model.task, crop
+    model, _ = classifier.load_classifier(args.checkpoint, device)
+    return classifier.utterance_scorer(model, device), model.task
 
 
-def load_cohort(args, score_fn, spec, crop):
+def load_cohort(args, score_fn, spec):
     """The AS-norm cohort: the training speakers of --data, or the speakers of --cohort;
     cached beside the model file (cohort.pt, reused when train.py wrote it)."""
     source = args.checkpoint or args.onnx
     items = spec.train_items if not args.cohort else scoring.folder_speakers(args.cohort)
     cache = os.path.join(os.path.dirname(os.path.abspath(source)),
                          "cohort.pt" if not args.cohort else "cohort_custom.pt")
-    return scoring.cached_cohort(score_fn, items, args.cohort_utts,
-                                 args.cohort_seconds or crop or 3.0, cache,
-                                 key=checkpoints.file_sha256(source))
+    return scoring.cached_cohort(score_fn, items, args.cohort_utts, cache,
+                                 key=checkpoints.file_sha256(source),
+                                 crop_seconds=args.cohort_seconds)
 
 
 def checkpoint_mode(args, parser) -> int:
@@ -181,13 +180,13 @@ def checkpoint_mode(args, parser) -> int:
         option = "--checkpoint" if args.checkpoint else "--onnx"
         parser.error(f"{option} needs --data (and --data-root for real data)")
     try:
-        score_fn, task, crop = load_scorer(args)
+        score_fn, task = load_scorer(args)
         spec = data.prepare_data(args.data, args.data_root, args.cache_dir, seed=args.toy_seed,
                                  toy_size=args.toy_size, vox1_root=args.vox1_root)
         if spec.task != task:
             raise ValueError(f"{source} is a {task} model but --data {args.data} is a "
                              f"{spec.task} dataset")
-        cohort = (load_cohort(args, score_fn, spec, crop)
+        cohort = (load_cohort(args, score_fn, spec)
                   if task == "sv" and args.cohort_utts else None)
         results, raw = scoring.evaluate_sets(score_fn, spec, cohort=cohort)
     except (OSError, ValueError, ImportError) as err:   # ValueError: e.g. an utterance shorter

@@ -202,10 +202,13 @@ def centre_crop(score_fn, seconds: float, sample_rate: int = 16000):
     return cropped
 
 
-def cached_cohort(score_fn, train_items, per_speaker: int, crop_seconds: float, path,
-                  key: str) -> dict:
-    """build_cohort on centre crops of `crop_seconds` (the authors embed one 3-s chunk per
-    training utterance for the mean and the cohort), kept in `path` under `key` (the model
+COHORT_SECONDS = 3.0     # the authors embed one 3-s chunk of each training utterance for the
+                         # mean and the cohort (wespeaker extract_vox_train.sh)
+
+
+def cached_cohort(score_fn, train_items, per_speaker: int, path, key: str,
+                  crop_seconds: float = COHORT_SECONDS) -> dict:
+    """build_cohort on centre crops of `crop_seconds`, kept in `path` under `key` (the model
     file's hash and these settings), so that evaluate.py --checkpoint on the same model
     reuses what train.py computed. A million-utterance cohort is minutes on a GPU."""
     key = f"{key}|{per_speaker}|{crop_seconds:g}|{len(train_items)}"

@@ -351,7 +351,7 @@ def final_scores(model, spec, device, args, amp):
     score_fn, cohort = utterance_scorer(model, device, amp), None
     if spec.task == "sv" and args.cohort_utts:
         cohort = scoring.cached_cohort(score_fn, spec.train_items, args.cohort_utts,
-                                       args.crop_seconds, os.path.join(args.out, "cohort.pt"),
+                                       os.path.join(args.out, "cohort.pt"),
                                        key=checkpoints.file_sha256(model_file))
     pruned, pruned_raw = scoring.evaluate_sets(score_fn, spec, cohort=cohort)
     return masked_ssl, masked, masked_raw, pruned, pruned_raw, cohort

@@ -38,7 +38,6 @@ Two traps make naive pruning inexact (docs/method.md Sec. 4); this design avoids
 
 import copy
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Dict, List, Optional, Tuple
 

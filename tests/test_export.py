@@ -13,11 +13,12 @@ import pytest
 import soundfile as sf
 import torch
 
+import checkpoints
 import classifier
 import data
 import evaluate
 import export
-import checkpoints
+import scoring
 import wavlm_masked as W
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

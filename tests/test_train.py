@@ -12,11 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
+import checkpoints
 import classifier
 import evaluate
 import run_folder
 import train
-import checkpoints
 import wavlm_masked as W
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
