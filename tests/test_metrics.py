@@ -438,3 +438,58 @@ def test_cli_sv_and_cm(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--scores", str(bad), "--trials", str(trial_list)])
     assert e.value.code == 2 and "bad.txt:2:" in capsys.readouterr().err
+
+
+def test_cohort_is_the_mean_of_each_speakers_first_utterances(tmp_path):
+    """scoring.build_cohort against a brute force: per-speaker means of the first
+    `per_speaker` files (by path), the mean over all of them; folder_speakers reads a
+    <speaker>/<video>/<utt>.wav tree."""
+    import soundfile as sf
+    rng = np.random.default_rng(0)
+    for spk in ("id1", "id2", "id3"):
+        for k in range(3):
+            path = tmp_path / "wav" / spk / "vid" / f"{k:05d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, rng.normal(size=1600 + 160 * k).astype(np.float32), 16000)
+    sf.write(tmp_path / "wav" / "stray.wav", np.zeros(1600, np.float32), 16000)
+    items = scoring.folder_speakers(str(tmp_path))
+    assert len(items) == 9 and sorted({s for _, s in items}) == [0, 1, 2]
+
+    def score_fn(wave):                                      # (1, S) -> a 3-dim "embedding"
+        return torch.stack([wave.mean(), wave.std(), wave.abs().max()])
+    cohort = scoring.build_cohort(score_fn, items, per_speaker=2)
+    vecs = {}
+    for path, spk in sorted(items):
+        wave = torch.from_numpy(sf.read(path, dtype="float32")[0])[None]
+        vecs.setdefault(spk, []).append(score_fn(wave))
+    chosen = [v for spk in sorted(vecs) for v in vecs[spk][:2]]
+    assert torch.allclose(cohort["cohort"], torch.stack([torch.stack(vecs[s][:2]).mean(0)
+                                                         for s in sorted(vecs)]))
+    assert torch.allclose(cohort["mean"], torch.stack(chosen).mean(0))
+    assert (cohort["speakers"], cohort["utterances"]) == (3, 6)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        scoring.folder_speakers(str(tmp_path / "missing"))
+
+
+def test_cohort_cache_and_centre_crop(tmp_path):
+    import soundfile as sf
+    paths = []
+    for spk in range(2):
+        path = tmp_path / f"s{spk}.wav"
+        ramp = 0.5 * np.arange(64000, dtype=np.float32) / 64000 + 0.25 * spk   # 4-s ramps
+        sf.write(path, ramp, 16000)
+        paths.append((str(path), spk))
+    seen = []
+
+    def score_fn(wave):                                      # records the length it was given
+        seen.append((wave.shape[-1], float(wave[0, 0])))
+        return torch.stack([wave.mean(), wave.std()])
+    cache = tmp_path / "cohort.pt"
+    first = scoring.cached_cohort(score_fn, paths, 1, cache, key="model-a")
+    # the centre 3 s of a 4-s file: samples 8000 .. 56000
+    assert seen == [(48000, pytest.approx(0.0625, abs=1e-4)),
+                    (48000, pytest.approx(0.3125, abs=1e-4))]
+    again = scoring.cached_cohort(score_fn, paths, 1, cache, key="model-a")
+    assert len(seen) == 2 and torch.equal(again["cohort"], first["cohort"])   # read, not redone
+    scoring.cached_cohort(score_fn, paths, 1, cache, key="model-b")           # another model
+    assert len(seen) == 4
