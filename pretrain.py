@@ -79,13 +79,18 @@ _MFCC = torchaudio.transforms.MFCC(
     melkwargs=dict(n_fft=WINDOW, win_length=WINDOW, hop_length=HOP, n_mels=40, center=False))
 
 
-def mfcc_frames(wave: torch.Tensor) -> torch.Tensor:
-    """(S,) -> (T, 39) MFCC + delta + delta-delta, utterance mean removed, with T equal
-    to the CNN's frame count for S samples (center=False: frame t = samples [320t, 320t+400))."""
+def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (T, 39) MFCC + delta + delta-delta as computed, with T equal to the CNN's
+    frame count for S samples (center=False: frame t = samples [320t, 320t+400))."""
     m = _MFCC(wave.float())                                                  # (13, T)
     d1 = torchaudio.functional.compute_deltas(m)
     d2 = torchaudio.functional.compute_deltas(d1)
-    feats = torch.cat([m, d1, d2]).T                                         # (T, 39)
+    return torch.cat([m, d1, d2]).T                                          # (T, 39)
+
+
+def mfcc_frames(wave: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (T, 39) mfcc_features with the utterance mean removed: the k-means input."""
+    feats = mfcc_features(wave)
     return feats - feats.mean(0, keepdim=True)
 
 
