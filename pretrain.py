@@ -8,6 +8,7 @@ that the toy demo can prune what pre-training learned instead of random weights.
     python pretrain.py --data toy                        # the toy unlabelled corpus, generated
     python pretrain.py --data-root /my/audio --out runs/my_ssl   # any folder of .wav/.flac
     python train.py --data toy --ssl runs/pretrain_toy/tiny_wavlm.pt --target 0.7
+    python pretrain.py --probe runs/pretrain_toy/tiny_wavlm.pt --probe-seed 0 1 2   # judge it first
 
 The recipe (docs/method.md Sec. 9):
 
@@ -60,9 +61,11 @@ import torchaudio
 import checkpoints
 import data
 import devices
+import metrics
 import plots
 import pretrained
 import run_folder
+import scoring
 import toy_corpus
 from checkpoints import atomic_torch_save, load_state_exactly, read_checkpoint
 from wavlm_masked import MaskedWavLM, WavLMConfig, frame_lengths
@@ -80,13 +83,18 @@ _MFCC = torchaudio.transforms.MFCC(
     melkwargs=dict(n_fft=WINDOW, win_length=WINDOW, hop_length=HOP, n_mels=40, center=False))
 
 
-def mfcc_frames(wave: torch.Tensor) -> torch.Tensor:
-    """(S,) -> (T, 39) MFCC + delta + delta-delta, utterance mean removed, with T equal
-    to the CNN's frame count for S samples (center=False: frame t = samples [320t, 320t+400))."""
+def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (T, 39) MFCC + delta + delta-delta as computed, with T equal to the CNN's
+    frame count for S samples (center=False: frame t = samples [320t, 320t+400))."""
     m = _MFCC(wave.float())                                                  # (13, T)
     d1 = torchaudio.functional.compute_deltas(m)
     d2 = torchaudio.functional.compute_deltas(d1)
-    feats = torch.cat([m, d1, d2]).T                                         # (T, 39)
+    return torch.cat([m, d1, d2]).T                                          # (T, 39)
+
+
+def mfcc_frames(wave: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (T, 39) mfcc_features with the utterance mean removed: the k-means input."""
+    feats = mfcc_features(wave)
     return feats - feats.mean(0, keepdim=True)
 
 
@@ -461,6 +469,128 @@ def load_corpus(args):
     return root, paths, feats, lengths, info
 
 
+# --------------------------------------------------------------------------- the probe
+# Does a pre-training help? Fine-tuning and pruning take hours to answer; this answers in
+# a minute, with the encoder frozen. Each layer's frames are averaged into one vector per
+# utterance and the SV trials are scored by cosine, as SUPERB-style layer-wise probing
+# does with a frozen upstream (Yang et al. 2021, arXiv 2105.01051; Chen et al. 2022,
+# WavLM Fig. 2, the per-layer weights of the SV task). The rule it serves: a pre-training
+# whose layers do not beat the same model at random init gives fine-tuning and pruning
+# nothing to start from. The classical floor: the mean (and std) of an utterance's MFCCs.
+MFCC_SYSTEMS = ("mfcc mean", "mfcc mean+std")
+
+
+def pooled_layers(model: MaskedWavLM):
+    """A frozen encoder as an embedder: wave (1, S) -> (L + 1, E), the time average of
+    each hidden state. Row 0 is the transformer's input (projected CNN features plus the
+    positional convolution, layer-normed), row l the output of layer l. One utterance at
+    a time, so every frame is a valid one (no padding to leave out of the mean)."""
+    model.eval()
+
+    def embed(wave):
+        with torch.no_grad():
+            hidden, _ = model(wave)                              # L + 1 tensors (1, T, E)
+        return torch.stack([h[0].mean(0) for h in hidden])      # (L + 1, E)
+    return embed
+
+
+def pooled_mfcc(wave):
+    """wave (1, S) -> the two MFCC_SYSTEMS' embeddings: the mean over time of
+    mfcc_features (39,) (not of mfcc_frames, whose mean is removed), and mean and std (78,)."""
+    feats = mfcc_features(wave[0])                                # (T, 39)
+    mean = feats.mean(0)
+    return [mean, torch.cat([mean, feats.std(0)])]
+
+
+def view_eers(embed, paths, trials) -> list:
+    """EER of cosine scoring for each view an embedder returns: embed maps a wave (1, S)
+    to (V, E) (V layers), every file of `paths` is embedded once -> [EER in [0, 1]] * V."""
+    cache = scoring.embed_paths(embed, paths)                     # {path: (V, E)}
+    labels = np.array([y for y, _, _ in trials])
+    views = len(next(iter(cache.values())))
+    return [metrics.compute_eer(scoring.cosine_score({p: v[k] for p, v in cache.items()},
+                                                     trials), labels)[0]
+            for k in range(views)]
+
+
+def probe(checkpoints=(), seeds=(0,), spec=None, trial_list=None) -> dict:
+    """The layer-wise probe: EER per layer of the tiny WavLM at random init (one row per
+    seed, torch.manual_seed(seed) as train.py --ssl tiny builds it), of every checkpoint
+    (anything pretrained.load_pretrained reads, e.g. this file's tiny_wavlm.pt), and the
+    MFCC floor. spec: a data.DataSpec (default: the toy SV corpus); trial_list: one of its
+    lists (default: the first, vox1_o). -> {"rows": [{"system", "eer": [per layer]}], ...}"""
+    t0 = time.time()
+    spec = spec or data.prepare_data("toy")
+    trial_list = trial_list or spec.eval_names()[0]
+    trials, paths = spec.sv_trials(trial_list), spec.eval_paths(trial_list)
+    rows = []
+    for seed in seeds:
+        eers = view_eers(pooled_layers(pretrained.build_ssl("tiny", (), seed)), paths, trials)
+        rows.append(dict(system=f"random (seed {seed})", eer=eers))
+    for path in checkpoints:
+        rows.append(dict(system=os.path.basename(os.fspath(path)),
+                         eer=view_eers(pooled_layers(pretrained.load_pretrained(path)),
+                                       paths, trials)))
+    rows += [dict(system=name, eer=[eer])
+             for name, eer in zip(MFCC_SYSTEMS, view_eers(pooled_mfcc, paths, trials))]
+    return dict(trial_list=trial_list, trials=len(trials), files=len(paths), seeds=list(seeds),
+                rows=rows, seconds=round(time.time() - t0, 1))
+
+
+def random_spread(result) -> dict:
+    """Mean and sample std over the random-init rows, per layer (None with one seed)."""
+    randoms = np.array([r["eer"] for r in result["rows"] if r["system"].startswith("random")])
+    if len(randoms) < 2:
+        return None
+    return dict(mean=randoms.mean(0).tolist(), std=randoms.std(0, ddof=1).tolist())
+
+
+def probe_table(result) -> str:
+    """The probe as text: one row per system, EER % per layer and the best layer; the
+    MFCC rows have no layers, their EER stands under "best"."""
+    layers, width = max(len(r["eer"]) for r in result["rows"]), 12
+    pct = lambda x: f"{100 * x:.2f}"
+    lines = [f"probe: frozen encoder, each layer mean-pooled over time, cosine-scored on "
+             f"{result['trial_list']} ({result['trials']:,} trials, {result['files']} files); "
+             f"EER %, {result['seconds']:.0f} s",
+             f"{'system':<24}" + "".join(f"{f'layer {l}':>{width}}" for l in range(layers))
+             + "  best"]
+    for r in result["rows"]:
+        cells = [pct(e) for e in r["eer"]] if len(r["eer"]) > 1 else ["-"] * layers
+        best = int(np.argmin(r["eer"]))              # the first of equal layers
+        where = f" (layer {best})" if len(r["eer"]) > 1 else ""
+        lines.append(f"{r['system']:<24}" + "".join(f"{c:>{width}}" for c in cells)
+                     + f"  {pct(r['eer'][best])}{where}")
+    spread = random_spread(result)
+    if spread:
+        lines.append(f"{'random, mean ± std':<24}" + "".join(
+            f"{f'{pct(m)}±{pct(s)}':>{width}}" for m, s in zip(spread["mean"], spread["std"])))
+    return "\n".join(lines)
+
+
+def run_probe(args):
+    """--probe: check the checkpoint paths first (one error line, exit 2), run, print the
+    table, write --out as JSON if given."""
+    for path in args.probe:
+        if not os.path.exists(path):
+            run_folder.fail(f"--probe {path}: no such checkpoint file or folder")
+    try:
+        spec = data.prepare_data(args.probe_data, data_root=args.data_root,
+                                 cache_dir=args.cache_dir, seed=args.toy_seed,
+                                 toy_size=args.toy_size)
+        if spec.task != "sv":
+            raise ValueError(f"--probe-data {args.probe_data} is not a speaker-verification set")
+        result = probe(args.probe, args.probe_seed, spec)
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        run_folder.fail(" ".join(str(e).split()))
+    result["random_spread"] = random_spread(result)
+    print(probe_table(result))
+    if args.out:
+        checkpoints.write_json(args.out, result)
+        print(f"wrote {args.out}")
+    return result
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -492,7 +622,16 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch compute threads (0: default)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--probe", nargs="*", metavar="CHECKPOINT",
+                   help="instead of pre-training: the layer-wise SV probe of these checkpoints, "
+                        "random init and MFCC means (table; --out FILE.json writes it)")
+    p.add_argument("--probe-seed", type=int, nargs="+", default=[0],
+                   help="--probe: the random-init rows, one per seed")
+    p.add_argument("--probe-data", default="toy",
+                   help="--probe: the SV dataset (data.prepare_data: toy, or vox1 with --data-root)")
     args = p.parse_args(argv)
+    if args.probe is not None:
+        return args                                  # --out stays None unless given
     if args.data == "folder" and not args.data_root:
         p.error("pass --data toy or --data-root <folder of .wav/.flac files>")
     if not 0 < args.mask_prob or args.mask_length < 1:
@@ -512,7 +651,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return train(args)
+    return run_probe(args) if args.probe is not None else train(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ that counts masked frames only, utterance mixing, the unilm checkpoint it writes
 names against an independent map of transformers' WavLM, loaded by load_pretrained with
 the same outputs), a smoke run, resuming after an interruption, and bad input."""
 
+import dataclasses
+import json
 import os
 import re
 import signal
@@ -18,6 +20,8 @@ import toy_corpus
 from pretrained import load_pretrained, unilm_checkpoint
 from test_wavlm_oracles import HF_TO_UNILM
 from checkpoints import read_checkpoint
+from metrics import compute_eer
+from trials import TrialList
 from wavlm_masked import MaskedWavLM, WavLMConfig, frame_lengths
 
 
@@ -219,3 +223,106 @@ def test_crops_of_a_file_at_another_rate_follow_its_resampled_labels(tmp_path):
     for w in waves:
         start = int(rng.integers(0, last + 1))
         assert torch.allclose(w, audio[start * 320:start * 320 + 8000])
+
+
+# ------------------------------------------------------------------------------ the probe
+@pytest.fixture(scope="module")
+def tiny_sv(tmp_path_factory):
+    """The tiny toy SV corpus (11 test files, 3 test speakers), generated once."""
+    cache = tmp_path_factory.mktemp("probe_cache")
+    return str(cache), pretrain.data.prepare_data("toy", cache_dir=str(cache), toy_size="tiny")
+
+
+def all_pairs(spec):
+    """Every pair of the spec's test files as a trial list: 55 trials instead of 12, so
+    that the EERs of different layers differ and a wrong layer cannot pass by a tie."""
+    rels = sorted({t for _, a, b in spec.trials["vox1_o"] for t in (a, b)})
+    rows = [(int(a.split("/")[0] == b.split("/")[0]), a, b)
+            for i, a in enumerate(rels) for b in rels[i + 1:]]
+    return dataclasses.replace(spec, trials={"pairs": TrialList(rows)})
+
+
+def printed_rows(text):
+    """{system: [numbers]} from the printed probe table ("-" cells skipped)."""
+    rows = {}
+    for line in text.splitlines()[2:]:
+        if line.startswith(("random (seed", "mfcc")):
+            name = re.match(r"(random \(seed \d+\)|mfcc mean\+std|mfcc mean)", line).group(1)
+            rows[name] = [float(x) for x in re.findall(r"\d+\.\d\d", line[len(name):])]
+    return rows
+
+
+def test_probe_prints_the_numbers_it_returns_and_is_deterministic(tiny_sv, tmp_path, capsys):
+    cache, _ = tiny_sv
+    argv = ["--probe", "--probe-seed", "0", "1", "--toy-size", "tiny", "--cache-dir", cache]
+    first = pretrain.main(argv + ["--out", str(tmp_path / "probe.json")])
+    printed = printed_rows(capsys.readouterr().out)
+    second = pretrain.main(argv)
+    assert first["rows"] == second["rows"]                           # bit for bit
+    assert json.loads((tmp_path / "probe.json").read_text())["rows"] == first["rows"]
+    assert [r["system"] for r in first["rows"]] == ["random (seed 0)", "random (seed 1)",
+                                                    "mfcc mean", "mfcc mean+std"]
+    for row in first["rows"]:
+        eer = [round(100 * e, 2) for e in row["eer"]]
+        best = min(eer)
+        # the layers, then the best layer's EER (the MFCC rows: only that)
+        assert printed[row["system"]] == (eer + [best] if len(eer) > 1 else [best])
+    assert len(first["rows"][0]["eer"]) == WavLMConfig.tiny().num_layers + 1
+
+
+def test_probe_equals_a_brute_force_oracle(tiny_sv):
+    """Per layer: hidden states of the model run directly, pooled by hand, cosine by
+    numpy, EER by metrics.compute_eer, against the probe's EER; the MFCC rows likewise."""
+    _, spec = tiny_sv
+    spec = all_pairs(spec)
+    result = pretrain.probe(seeds=(3,), spec=spec)
+    trials = spec.sv_trials("pairs")
+    labels = np.array([y for y, _, _ in trials])
+    torch.manual_seed(3)
+    model = MaskedWavLM(WavLMConfig.tiny()).eval()
+    pooled, mfcc = {}, {}
+    for path in spec.eval_paths("pairs"):
+        wave = pretrain.data.load_audio(path)
+        with torch.no_grad():
+            hidden, _ = model(wave[None])
+        pooled[path] = [h[0].numpy().mean(0) for h in hidden]        # (E,) per layer
+        feats = pretrain.mfcc_features(wave).numpy()                   # (T, 39)
+        mfcc[path] = [feats.mean(0), np.concatenate([feats.mean(0), feats.std(0, ddof=1)])]
+
+    def eer(vectors):
+        unit = {p: v / np.linalg.norm(v) for p, v in vectors.items()}
+        scores = np.array([unit[a] @ unit[b] for _, a, b in trials])
+        return compute_eer(scores, labels)[0]
+
+    layers = [eer({p: v[k] for p, v in pooled.items()}) for k in range(5)]
+    assert len(set(layers)) > 1                          # the layers are told apart
+    assert result["rows"][0]["eer"] == pytest.approx(layers, abs=1e-12)
+    floors = [eer({p: v[k] for p, v in mfcc.items()}) for k in range(2)]
+    assert [r["eer"][0] for r in result["rows"][1:]] == pytest.approx(floors, abs=1e-12)
+
+
+def test_probe_of_a_saved_random_model_equals_its_random_row(tiny_sv, tmp_path):
+    """A checkpoint goes through load_pretrained: the seed-0 random model written as a
+    unilm file must probe exactly as the seed-0 random row."""
+    _, spec = tiny_sv
+    spec = all_pairs(spec)
+    torch.manual_seed(0)
+    model = MaskedWavLM(WavLMConfig.tiny())
+    torch.save(unilm_checkpoint(model, torch.zeros(model.config.hidden_size)),
+               tmp_path / "random0.pt")
+    result = pretrain.probe([tmp_path / "random0.pt"], seeds=(0,), spec=spec)
+    assert result["rows"][1]["system"] == "random0.pt"
+    assert result["rows"][1]["eer"] == result["rows"][0]["eer"]
+
+
+def test_probe_bad_input_is_one_error_line(tmp_path, capsys):
+    for bad, says in ((tmp_path / "missing.pt", "no such checkpoint"),
+                      (tmp_path / "junk.pt", "junk.pt")):
+        if bad.name == "junk.pt":
+            bad.write_bytes(b"not a checkpoint")
+        with pytest.raises(SystemExit) as e:
+            pretrain.main(["--probe", str(bad), "--toy-size", "tiny", "--cache-dir",
+                           str(tmp_path / "cache")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
