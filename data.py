@@ -702,8 +702,8 @@ def read_random_window(path, n, rng):
 
 def _power(x):
     """Mean square of a float32 numpy vector, as a Python float. einsum makes no
-    temporary, and unlike np.dot calls no BLAS, which may start a pool of threads in
-    every DataLoader worker (OpenBLAS splits dot products over 10,000 long)."""
+    temporary and, unlike np.dot, calls no BLAS library, whose own thread pool has no
+    place in a one-thread DataLoader worker."""
     return float(np.einsum("i,i->", x, x)) / max(len(x), 1)
 
 
