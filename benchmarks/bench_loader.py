@@ -51,6 +51,7 @@ not disk or network latency (which more workers, or more prefetching, would hide
 import argparse
 import math
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -98,8 +99,8 @@ Q = args.quick
 
 # ------------------------------------------------------------------ synthetic corpus
 def write_corpus(root, seed):
-    """The tree described in the docstring (smaller with --quick). Returns
-    (training items [(path, speaker)], musan folder, rir folder, seconds of audio)."""
+    """The tree described in the docstring (smaller with --quick). Returns (training
+    items [(path, speaker)], musan folder, rir folder, seconds of audio, MUSAN sizes)."""
     rng = np.random.default_rng(seed)
     total = 0.0
 
@@ -200,16 +201,24 @@ def fmt_rate(x):
 
 
 def loader_rate(ds, workers, batch_size, batches, seed):
-    """Crops/s of whole batches through a DataLoader, after its first batch."""
+    """(crops/s of whole batches through a DataLoader after its first batch, wall time;
+    crops per CPU-second of the workers, all batches and their start-up included).
+    The workers' CPU time is read from the OS once they have exited: it counts only
+    their own work, so it holds on a busy machine where wall time does not."""
     order = data.epoch_batches(len(ds), batch_size, 0, seed)[:batches + 1]
     loader = torch.utils.data.DataLoader(ds, batch_sampler=order, num_workers=workers,
                                          collate_fn=data.collate_pad)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     it = iter(loader)
-    next(it)                                           # worker start-up, not timed
+    first = next(it)[0].shape[0]                       # worker start-up, not timed
     t0, n = time.perf_counter(), 0
     for waves, _, _ in it:
         n += waves.shape[0]
-    return n / (time.perf_counter() - t0)
+    wall = n / (time.perf_counter() - t0)
+    del it                                             # exhausted: the workers have exited
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, (n + first) / cpu
 
 
 # --------------------------------------------------------------------------- main
@@ -313,8 +322,10 @@ def dataloader(items, musan, rirs):
     # 400 files listed 8 times: enough batches per epoch; each index is its own crop.
     repeated = items * math.ceil((batches + 1) * batch / len(items))
     print(f"\n[3] DataLoader: batches of {batch} x {CROP_SECONDS:g}-s crops with collate_pad, "
-          f"{batches} timed batches after the first, crops/s")
-    print(f"    {'workers':>8}{'no aug':>10}{f'p = {RECIPE_P}':>10}")
+          f"{batches} timed batches after the first; crops/s (wall), and crops per CPU-second "
+          f"of one worker (its share of a core, whatever the load)")
+    print(f"    {'workers':>8}{'no aug':>10}{f'p = {RECIPE_P}':>10}{'per CPU-s:':>13}"
+          f"{'no aug':>8}{f'p = {RECIPE_P}':>10}")
     out = {}
     for workers in range(1, max(1, args.max_workers) + 1):
         row = []
@@ -323,7 +334,8 @@ def dataloader(items, musan, rirs):
             ds = data.TrainCrops(repeated, CROP_SECONDS, seed=args.seed, augment=aug)
             row.append(loader_rate(ds, workers, batch, batches, args.seed))
         out[workers] = row
-        print(f"    {workers:>8}{fmt_rate(row[0]):>10}{fmt_rate(row[1]):>10}")
+        print(f"    {workers:>8}{fmt_rate(row[0][0]):>10}{fmt_rate(row[1][0]):>10}{'':>13}"
+              f"{fmt_rate(row[0][1]):>8}{fmt_rate(row[1][1]):>10}")
     return out
 
 
@@ -342,15 +354,16 @@ def workers_per_gpu(rates, loader):
               f"(fwd + bwd) x {batch} / ({args.gpu_tflops:g} TFLOP/s x "
               f"{args.gpu_utilization:.0%}) = {step * 1e3:.0f} ms")
     need = batch / step
-    per_worker = loader[1][1]
-    print(f"    the GPU consumes {need:,.0f} crops/s")
-    print(f"    one worker makes, p = {RECIPE_P}: {fmt_rate(per_worker)} crops/s through the "
-          f"DataLoader (after); {fmt_rate(rates[f'p = {RECIPE_P} (SV recipe)'][0])} in-process "
-          f"before issue 20")
-    for label, r in (("after", per_worker), ("before", rates[f"p = {RECIPE_P} (SV recipe)"][0])):
+    recipe = rates[f"p = {RECIPE_P} (SV recipe)"]
+    print(f"    the GPU consumes {need:,.0f} crops/s; one worker makes (p = {RECIPE_P}):")
+    for label, r in ((f"after, DataLoader, 1 worker, wall (load {os.getloadavg()[0]:.1f})",
+                      loader[1][1][0]),
+                     ("after, DataLoader, per CPU-second (a free core)", loader[1][1][1]),
+                     ("before, in-process, per CPU-second", recipe[2])):
         w = need / r
-        print(f"    workers per GPU, {label:<6}: {w:6.1f} -> --num-workers {math.ceil(w)} "
-              f"(+1 core for the training process); 8 GPUs: {8 * (math.ceil(w) + 1)} cores")
+        print(f"    {label:<46}{fmt_rate(r):>7} crops/s -> {w:5.1f} workers per GPU, "
+              f"8 GPUs: {8 * (math.ceil(w) + 1)} cores")
+    print("    (cores: ceil(workers) + 1 for the training process, per GPU)")
 
 
 def evaluation():
