@@ -28,7 +28,10 @@ not disk or network latency (which more workers, or more prefetching, would hide
    _fit, read the crop's header and window in two opens through libsndfile's float
    conversion, read the RIR for every crop, and ran the reverb's FFT in torch at the
    exact length len(crop) + len(RIR) - 1. "after" is data.py. Both run the same crops,
-   interleaved (common.time_interleaved), so background load hits both alike.
+   interleaved (common.time_interleaved), so background load hits both alike. In this
+   long-lived process the reverb costs more than in a fresh DataLoader worker (glibc
+   hands the FFTs' freed scratch memory back to the OS here, and page-faults it in
+   again on the next crop), so section 3, the way training runs, is the figure to use.
 2. The reverb's convolution alone (one 3-s crop, one 0.5-s RIR): FFT lengths and
    libraries, to show why data.Augmenter.reverb uses numpy at data._fft_len.
 3. DataLoader throughput: whole batches of --batch-size 3-s crops (128 = the SV recipe,
@@ -336,6 +339,8 @@ def dataloader(items, musan, rirs):
         out[workers] = row
         print(f"    {workers:>8}{fmt_rate(row[0][0]):>10}{fmt_rate(row[1][0]):>10}{'':>13}"
               f"{fmt_rate(row[0][1]):>8}{fmt_rate(row[1][1]):>10}")
+    print(f"    p = {RECIPE_P} / no augmentation, 1 worker: {out[1][1][0] / out[1][0][0]:.2f} wall, "
+          f"{out[1][1][1] / out[1][0][1]:.2f} per CPU-second   (goal: >= 0.5)")
     return out
 
 
