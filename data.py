@@ -710,9 +710,9 @@ def _power(x):
 def _fft_len(n):
     """The smallest 2^a 3^b 5^c >= n. An FFT's time depends on its length's prime
     factors, not just its size: a crop plus a RIR, 48000 + 8000 - 1 = 55999 =
-    29 x 1931, takes 10-20x longer than 56250 = 2 x 3^2 x 5^5, and numpy's float32
-    FFT of 56250 also beats that of the next power of two, 65536 (bench_loader.py,
-    section 2, times them)."""
+    29 x 1931, takes 10-20x longer than 56250 = 2 x 3^2 x 5^5, and in numpy 56250
+    is as fast as or faster than the next power of two, 65536 (bench_loader.py,
+    section 2, times them all)."""
     best = 1 << (n - 1).bit_length()            # a power of two always qualifies
     p5 = 1
     while p5 < best:
