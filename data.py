@@ -40,6 +40,7 @@ fide, 0 = spoof, so that a higher score always means "target / bona fide".
 """
 
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -65,17 +66,32 @@ VOX1_TRIALS = {"vox1_o": "veri_test2.txt", "vox1_e": "list_test_all2.txt",
 _resample_noticed = set()
 
 
+def _read_mono(f, frames=-1):
+    """Up to `frames` samples (-1: all) from the position of an open sf.SoundFile ->
+    mono float32 numpy (S,). 16-bit files are read as int16 and scaled here: libsndfile's
+    own conversion gives the same values (x / 32768, exact in float32) 2.5x slower, and
+    it was the largest cost of reading a training crop after opening the file."""
+    if f.subtype == "PCM_16":
+        x = np.multiply(f.read(frames, dtype="int16", always_2d=True), 1 / 32768,
+                        dtype=np.float32)
+    else:
+        x = f.read(frames, dtype="float32", always_2d=True)
+    return x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)    # average channels to mono
+
+
 def read_samples(path, start=0, stop=None):
-    """soundfile read -> (mono float32 numpy, sample rate); any failure becomes
-    an error that names the file, since a bad file deep inside a 1M-file
-    corpus is otherwise hard to find."""
+    """Samples [start, stop) of a file -> (mono float32 numpy, sample rate); any
+    failure becomes an error that names the file, since a bad file deep inside a
+    1M-file corpus is otherwise hard to find."""
     try:
-        x, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            f.seek(start)
+            x, sr = _read_mono(f, -1 if stop is None else stop - start), f.samplerate
     except Exception as e:
         raise RuntimeError(f"cannot read audio file {path}: {e}") from e
     if x.shape[0] == 0 and stop is None:
         raise RuntimeError(f"audio file {path} is empty")
-    return x.mean(axis=1), sr           # average channels to mono
+    return x, sr
 
 
 def _resample(x, sr, target_sr, path):
@@ -575,6 +591,60 @@ def _fit(x, n, rng):
     return x[start:start + n]
 
 
+def read_random_window(path, n, rng):
+    """n samples (S=n,) of the file at `path` as a float32 tensor at SAMPLE_RATE: the
+    window `_fit(load_audio(path), n, rng)` would cut, with the same single draw from rng.
+
+    A 16-kHz file at least n long is read by window alone, in one open that also gives
+    the length: VoxCeleb utterances average 8 s and MUSAN music files 3 min, of which a
+    crop needs 3 s, and reading whole files made augmented loading 20x slower than
+    plain crops. A shorter file is tiled (_fit); a file at another rate is resampled
+    whole first (rare)."""
+    try:
+        with sf.SoundFile(path) as f:
+            frames, sr = f.frames, f.samplerate
+            if sr == SAMPLE_RATE and frames >= n:
+                start = int(rng.integers(0, frames - n + 1))
+                f.seek(start)
+                x = _read_mono(f, n)
+    except Exception as e:
+        raise RuntimeError(f"cannot read audio file {path}: {e}") from e
+    if sr != SAMPLE_RATE or frames < n:
+        return _fit(load_audio(path), n, rng)
+    if len(x) < n:
+        raise RuntimeError(f"audio file {path} is shorter than its header says ({len(x)} "
+                           f"samples from {start}, header: {frames}); re-encode it or leave "
+                           f"it out")
+    return torch.from_numpy(x)
+
+
+def _power(x):
+    """Mean square of a float32 numpy vector, as a Python float. einsum makes no
+    temporary and, unlike np.dot, calls no BLAS library, whose own thread pool has no
+    place in a one-thread DataLoader worker."""
+    return float(np.einsum("i,i->", x, x)) / max(len(x), 1)
+
+
+def _fft_len(n):
+    """The smallest 2^a 3^b 5^c >= n. An FFT's time depends on its length's prime
+    factors, not just its size: a crop plus a RIR, 48000 + 8000 - 1 = 55999 =
+    29 x 1931, takes 10-20x longer than 56250 = 2 x 3^2 x 5^5, and in numpy 56250
+    is as fast as or faster than the next power of two, 65536 (bench_loader.py,
+    section 2, times them all)."""
+    best = 1 << (n - 1).bit_length()            # a power of two always qualifies
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 class Augmenter:
     """MUSAN additive noise and RIR reverberation, as in the SV recipes
     (Kaldi/wespeaker style): with probability p, one of the available kinds.
@@ -583,9 +653,18 @@ class Augmenter:
     rir_dir    a folder of room impulse responses (e.g. RIRS_NOISES/simulated_rirs).
     All randomness comes from the numpy Generator passed to __call__, so a
     crop's augmentation is as reproducible as the crop itself.
+
+    Noise, music and babble read only the window they mix in (read_random_window).
+    RIRs are read once per process and kept, up to RIR_CACHE_SAMPLES: DataLoader
+    workers get copies of the object and each fills its own cache (the parent's stays
+    empty unless it augments crops itself).
     """
     SNR = {"noise": (0, 15), "speech": (13, 20), "music": (5, 15)}   # dB, Kaldi's ranges
     BABBLE = (3, 7)                                                  # speakers summed for "speech"
+    # RIRs kept in memory per process, in samples: 32M float32 = 128 MB, all of 4,000
+    # 0.5-s RIRs; RIRS_NOISES' 60,000 simulated RIRs would take GBs in every worker,
+    # so past this the rest are read from disk each time (one small file read).
+    RIR_CACHE_SAMPLES = 32 * 2 ** 20
 
     def __init__(self, musan_dir=None, rir_dir=None, p=0.6):
         self.p, self.noises, self.rirs = p, {}, []
@@ -603,30 +682,59 @@ class Augmenter:
             if not self.rirs:
                 raise FileNotFoundError(f"no .wav under {rir_dir}")
         self.kinds = list(self.noises) + (["reverb"] if self.rirs else [])
+        self._rir_cache, self._rir_cached = {}, 0      # path -> RIR (L,); samples kept
 
     def __call__(self, wave, rng):
+        """wave (S,) -> augmented wave (S,). The draws from rng, in this order (a test
+        replays them; another order would change every augmented example of a run):
+            rng.random()                     augment at all? (< p)
+            rng.integers(len(kinds))         the kind
+          reverb:
+            rng.integers(len(rirs))          the RIR
+          noise / music / speech (babble):
+            rng.integers(BABBLE[0], BABBLE[1] + 1)   speakers summed, "speech" only
+            per source: rng.integers(len(files))     the file,
+                        one rng.integers             its window start (read_random_window)
+            rng.uniform(*SNR[kind])          the SNR in dB
+        """
         if not self.kinds or rng.random() >= self.p:
             return wave
         kind = self.kinds[rng.integers(len(self.kinds))]
         if kind == "reverb":
-            return self.reverb(wave, load_audio(self.rirs[rng.integers(len(self.rirs))]))
+            return self.reverb(wave, self._rir(self.rirs[rng.integers(len(self.rirs))]))
         files = self.noises[kind]
         count = int(rng.integers(self.BABBLE[0], self.BABBLE[1] + 1)) if kind == "speech" else 1
-        noise = sum(_fit(load_audio(files[rng.integers(len(files))]), len(wave), rng)
-                    for _ in range(count))
+        noise = sum(read_random_window(files[rng.integers(len(files))], len(wave), rng).numpy()
+                    for _ in range(count))                                      # (S,)
         snr = rng.uniform(*self.SNR[kind])
-        p_s, p_n = wave.pow(2).mean() + 1e-8, noise.pow(2).mean() + 1e-8
-        return wave + noise * torch.sqrt(p_s / (p_n * 10 ** (snr / 10)))
+        # In numpy, with the powers as Python floats: a handful of torch ops on 0-d
+        # tensors cost more than the arithmetic here (2-3x the whole mix).
+        w = wave.numpy()
+        p_s, p_n = _power(w) + 1e-8, _power(noise) + 1e-8
+        return torch.from_numpy(w + noise * np.float32(math.sqrt(p_s / (p_n * 10 ** (snr / 10)))))
+
+    def _rir(self, path):
+        rir = self._rir_cache.get(path)
+        if rir is None:
+            rir = load_audio(path)
+            if self._rir_cached + len(rir) <= self.RIR_CACHE_SAMPLES:
+                self._rir_cache[path] = rir
+                self._rir_cached += len(rir)
+        return rir
 
     @staticmethod
     def reverb(wave, rir):
         """Convolve with a RIR aligned on its direct path (so the speech is not
-        delayed), and keep the original power."""
-        rir = rir[int(rir.abs().argmax()):]
-        rir = rir / (rir.norm() + 1e-8)
-        n = len(wave) + len(rir) - 1
-        y = torch.fft.irfft(torch.fft.rfft(wave, n) * torch.fft.rfft(rir, n), n)[:len(wave)]
-        return y * (wave.pow(2).mean() / (y.pow(2).mean() + 1e-8)).sqrt()
+        delayed), and keep the original power. wave (S,), rir (L,) -> (S,)."""
+        w, r = wave.numpy(), rir.numpy()
+        r = r[int(np.abs(r).argmax()):]
+        r = r / np.float32(np.linalg.norm(r) + 1e-8)
+        n = _fft_len(len(w) + len(r) - 1)          # no wrap-around into the first S samples
+        # numpy's FFT (pocketfft), not torch's: 2x faster on one core for one 1-D real
+        # transform of this size (bench_loader.py, section 2).
+        y = np.fft.irfft(np.fft.rfft(w, n) * np.fft.rfft(r, n), n)[:len(w)]     # (S,)
+        y = y.astype(np.float32, copy=False)
+        return torch.from_numpy(y * np.float32(math.sqrt(_power(w) / (_power(y) + 1e-8))))
 
 
 class TrainCrops(torch.utils.data.Dataset):
@@ -651,16 +759,7 @@ class TrainCrops(torch.utils.data.Dataset):
     def __getitem__(self, i):
         path, label = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        info = audio_info(path)
-        if info.samplerate == SAMPLE_RATE and info.frames > self.n:
-            # Read only the crop: VoxCeleb utterances average 8 s, we need 3.
-            start = int(rng.integers(0, info.frames - self.n + 1))
-            x, _ = read_samples(path, start, start + self.n)
-            wave = torch.from_numpy(x)
-            if len(wave) < self.n:                           # header lied about the length
-                raise RuntimeError(f"audio file {path} is shorter than its header says")
-        else:
-            wave = _fit(load_audio(path), self.n, rng)
+        wave = read_random_window(path, self.n, rng)
         if self.augment is not None:
             wave = self.augment(wave, rng)
         return wave, label

@@ -3,6 +3,7 @@ small fake trees, audio checks, crops, augmentation, collation, toy corpora."""
 
 import filecmp
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -316,6 +317,156 @@ def test_augmenter(tmp_path):
     assert torch.corrcoef(torch.stack([y, wave]))[0, 1] > 0.8
     with pytest.raises(FileNotFoundError, match="nowhere"):
         data.Augmenter(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("name, subtype, channels", [
+    ("a.wav", "PCM_16", 1), ("b.wav", "PCM_16", 2), ("c.flac", "PCM_16", 1),
+    ("d.wav", "PCM_24", 1), ("e.wav", "FLOAT", 2)])
+def test_reads_equal_soundfiles_own_float_conversion(tmp_path, name, subtype, channels):
+    """read_samples reads 16-bit files as int16 and scales them itself: the values must be
+    the ones soundfile's float32 read gives, for every format and channel count."""
+    path = str(tmp_path / name)
+    x = np.random.default_rng(0).uniform(-0.9, 0.9, (5000, channels)).astype(np.float32)
+    sf.write(path, x, SR, subtype=subtype)
+    ref = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+    got, sr = data.read_samples(path)
+    assert sr == SR and got.dtype == np.float32 and np.array_equal(got, ref)
+    assert np.array_equal(data.read_samples(path, 1234, 3000)[0], ref[1234:3000])
+    # The random window: the slice of the whole file at the start drawn from the rng.
+    w = data.read_random_window(path, 2000, np.random.default_rng(5))
+    start = int(np.random.default_rng(5).integers(0, 5000 - 2000 + 1))
+    assert np.array_equal(w.numpy(), ref[start:start + 2000])
+
+
+def test_fft_len_is_the_next_5_smooth_number():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+    for n in [1, 2, 7, 11, 97, 1000, 48000, 55999, 56251, 65537] + list(range(60000, 60100)):
+        m = data._fft_len(n)
+        assert m >= n and smooth(m) and not any(smooth(k) for k in range(n, m)), n
+
+
+# The augmentation's fixed parameters, written out here so that a change to them fails.
+SNR_DB = {"noise": (0, 15), "speech": (13, 20), "music": (5, 15)}
+BABBLE = (3, 7)
+
+
+def whole_file_reference(aug, wave, rng):
+    """The oracle for Augmenter: whole files read by soundfile in float64, the window cut
+    from them, np.convolve for the reverb; the random draws in the order Augmenter.__call__
+    documents. Returns (kind or None, output as float64 numpy)."""
+    n, w = len(wave), wave.numpy().astype(np.float64)
+    if rng.random() >= aug.p:
+        return None, w
+    kind = aug.kinds[rng.integers(len(aug.kinds))]
+    read = lambda path: sf.read(path, always_2d=True)[0].mean(axis=1)      # (S,) float64
+    if kind == "reverb":
+        rir = read(aug.rirs[rng.integers(len(aug.rirs))])
+        rir = rir[np.argmax(np.abs(rir)):]                  # aligned on the direct path
+        rir = rir / (np.linalg.norm(rir) + 1e-8)
+        y = np.convolve(w, rir)[:n]
+        return kind, y * np.sqrt(np.mean(w ** 2) / (np.mean(y ** 2) + 1e-8))
+    files = aug.noises[kind]
+    count = rng.integers(BABBLE[0], BABBLE[1] + 1) if kind == "speech" else 1
+    noise = np.zeros(n)
+    for _ in range(count):
+        x = read(files[rng.integers(len(files))])
+        if len(x) < n:                                      # a short source is tiled
+            x = np.tile(x, n // len(x) + 1)
+        start = rng.integers(0, len(x) - n + 1)
+        noise += x[start:start + n]
+    snr = rng.uniform(*SNR_DB[kind])
+    p_s, p_n = np.mean(w ** 2) + 1e-8, np.mean(noise ** 2) + 1e-8
+    return kind, w + noise * np.sqrt(p_s / (p_n * 10 ** (snr / 10)))
+
+
+def musan_tree(root):
+    """Sources shorter and longer than a 1-s crop, 16-bit wav and flac, stereo, and RIRs."""
+    write(os.path.join(root, "musan", "noise", "short.wav"), 0.3, seed=1)     # tiled
+    write(os.path.join(root, "musan", "noise", "long.flac"), 2.5, seed=2)
+    write(os.path.join(root, "musan", "noise", "stereo.wav"), 1.7, channels=2, seed=3)
+    write(os.path.join(root, "musan", "music", "m.wav"), 4.0, seed=4)
+    write(os.path.join(root, "musan", "music", "exact.wav"), 1.0, seed=5)   # = the crop
+    for k in range(4):
+        write(os.path.join(root, "musan", "speech", f"s{k}.wav"), 1.5 + k, seed=10 + k)
+    for k in range(3):
+        rir = np.random.default_rng(20 + k).uniform(-1, 1, 4000) * np.exp(-np.arange(4000) / 600)
+        rir[200 * (k + 1)] = 2.0                                            # the direct path
+        os.makedirs(os.path.join(root, "rirs"), exist_ok=True)
+        sf.write(os.path.join(root, "rirs", f"r{k}.wav"), rir.astype(np.float32), SR)
+    return os.path.join(root, "musan"), os.path.join(root, "rirs")
+
+
+def test_windowed_augmentation_equals_whole_file_reference(tmp_path):
+    musan, rirs = musan_tree(str(tmp_path))
+    aug = data.Augmenter(musan, rirs, p=0.8)
+    wave = torch.from_numpy(write(str(tmp_path / "s.wav"), 1.0, seed=9)[:, 0])
+    kinds = []
+    for i in range(60):
+        rng, ref_rng = np.random.default_rng([0, 0, i]), np.random.default_rng([0, 0, i])
+        out = aug(wave, rng)
+        kind, ref = whole_file_reference(aug, wave, ref_rng)
+        kinds.append(kind)
+        assert out.dtype == torch.float32 and out.shape == wave.shape
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-6, atol=2e-6, err_msg=kind)
+        assert rng.random() == ref_rng.random()             # the same number of draws
+    assert set(kinds) == {None, "noise", "speech", "music", "reverb"}
+
+
+@pytest.mark.parametrize("kind", sorted(SNR_DB))
+def test_achieved_snr_is_in_the_kinds_range(tmp_path, kind):
+    musan, _ = musan_tree(str(tmp_path))
+    for other in set(SNR_DB) - {kind}:                      # this kind alone
+        shutil.rmtree(os.path.join(musan, other))
+    aug = data.Augmenter(musan, p=1.0)
+    wave = torch.from_numpy(write(str(tmp_path / "s.wav"), 1.0, seed=9)[:, 0])
+    lo, hi = SNR_DB[kind]
+    snrs = []
+    for i in range(40):
+        noise = aug(wave, np.random.default_rng([1, 0, i])) - wave
+        snrs.append(10 * np.log10(wave.pow(2).mean().item() / noise.pow(2).mean().item()))
+    assert lo - 0.01 <= min(snrs) and max(snrs) <= hi + 0.01
+    assert min(snrs) < lo + 0.3 * (hi - lo) and max(snrs) > hi - 0.3 * (hi - lo)   # spread out
+
+
+def test_augmented_crops_depend_only_on_seed_epoch_index(tmp_path):
+    musan, rirs = musan_tree(str(tmp_path))
+    for k in (1, 2):            # one RIR: the reverb crops after the first use it cached
+        os.remove(os.path.join(rirs, f"r{k}.wav"))
+    items = [(str(tmp_path / "spk" / f"{k}.wav"), k) for k in range(16)]
+    for k, (path, _) in enumerate(items):
+        write(path, 1.2 + 0.3 * k, seed=30 + k)
+
+    def crops():
+        return data.TrainCrops(items, 1.0, seed=2, augment=data.Augmenter(musan, rirs, p=0.6))
+
+    a = crops()
+    a.set_epoch(3)
+    want = [a[i][0] for i in range(len(items))]
+    b = crops()                          # fresh instance: other indices and epochs first
+    b.set_epoch(0)
+    _ = [b[i] for i in (4, 1, 4, 9)]
+    b.set_epoch(3)
+    for i in reversed(range(len(items))):
+        assert torch.equal(b[i][0], want[i]), i
+    # DataLoader workers fork the object (and fill their own RIR caches): same crops.
+    c = crops()
+    c.set_epoch(3)
+    loader = torch.utils.data.DataLoader(c, batch_size=3, num_workers=2,
+                                         collate_fn=data.collate_pad)
+    got = [w[:n] for waves, lengths, _ in loader for w, n in zip(waves, lengths)]
+    assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want))
+    # Else the test proves little: some crops are augmented, two or more reverberated.
+    plain = data.TrainCrops(items, 1.0, seed=2)
+    plain.set_epoch(3)
+    rir = data.load_audio(os.path.join(rirs, "r0.wav"))
+    reverbed = sum(torch.allclose(data.Augmenter.reverb(plain[i][0], rir), want[i], atol=1e-6)
+                   for i in range(len(items)))
+    augmented = sum(not torch.equal(plain[i][0], want[i]) for i in range(len(items)))
+    assert reverbed >= 2 and augmented > reverbed
 
 
 def test_eval_utterances_and_collate(tmp_path):
