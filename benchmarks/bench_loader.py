@@ -47,7 +47,7 @@ not disk or network latency (which more workers, or more prefetching, would hide
 5. Evaluation at VoxCeleb1-E/H scale (145,000 utterances, 580,000 trials): embedding
    one 8-s utterance (WavLM Base+ with random weights + the MHFA head, batch 1, one
    thread, inference mode), times 145k; the same on a GPU from MACs at the rate of 4.;
-   and AS-norm scoring (evaluate.as_norm) of 580k trials among 145k random 256-dim
+   and AS-norm scoring (scoring.as_norm) of 580k trials among 145k random 256-dim
    embeddings against a cohort of 5,994 speaker means (VoxCeleb2-dev's speakers), top 300.
 """
 
@@ -67,7 +67,7 @@ import torch
 from common import machine_header, macs, time_interleaved  # puts the root on sys.path
 import classifier  # noqa: E402
 import data  # noqa: E402
-import evaluate  # noqa: E402
+import scoring  # noqa: E402
 from wavlm_masked import MaskedWavLM, WavLMConfig  # noqa: E402
 
 SR = data.SAMPLE_RATE
@@ -250,7 +250,6 @@ def main():
 
 
 def per_worker(items, musan, rirs):
-    n = int(round(CROP_SECONDS * SR))
     reps, fast, slow = (1, 16, 4) if Q else (3, 256, 24)
     print(f"\n[1] Crops/s per worker: {CROP_SECONDS:g}-s crops, TrainCrops.__getitem__ in "
           f"this process; {fast} crops per timing after, {slow} before (augmented); "
@@ -394,7 +393,6 @@ def evaluation():
     print(f"    on a GPU from MACs ({args.gpu_tflops:g} TFLOP/s x {args.gpu_utilization:.0%}): "
           f"{gpu_s:,.0f} s of compute (batch 1 of uneven lengths reaches less; reading "
           f"{utts:,} files adds I/O)")
-    del model
     rng = np.random.default_rng(args.seed)
     emb = rng.standard_normal((utts, 256)).astype(np.float32)
     names = [f"id{i // 50:05d}/v/{i:05d}.wav" for i in range(utts)]
@@ -403,10 +401,10 @@ def evaluation():
     trial_list = [(int(i % 2), names[a], names[b]) for i, (a, b) in enumerate(pairs)]
     cohort_emb = rng.standard_normal((cohort, 256)).astype(np.float32)
     t0 = time.perf_counter()
-    evaluate.cosine_score(embeddings, trial_list)
+    scoring.cosine_score(embeddings, trial_list)
     t_cos = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluate.as_norm(embeddings, trial_list, cohort_emb, top_n=top)
+    scoring.as_norm(embeddings, trial_list, cohort_emb, top_n=top)
     t_as = time.perf_counter() - t0
     print(f"    cosine scoring of {trials:,} trials: {t_cos:.1f} s;  AS-norm (cohort {cohort:,}, "
           f"top {top}): {t_as:.1f} s  ({args.threads} thread(s))")
