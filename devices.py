@@ -65,6 +65,19 @@ def setup_distributed(device_choice):
     return device, rank, world
 
 
+GPU_LOADER_WORKERS = 6    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
+                          # ~3,100 augmented 3-s crops/s, one worker makes ~800: 4, plus headroom
+
+
+def default_workers(device: torch.device, world: int) -> int:
+    """Data-loading processes per training process when --num-workers is not given: enough
+    to feed a GPU, never more than the cores this process's share leaves free; one on a
+    CPU, where the training itself needs the cores."""
+    if device.type != "cuda":
+        return 1
+    return max(1, min(GPU_LOADER_WORKERS, (os.cpu_count() or 2) // world - 1))
+
+
 def barrier(world):
     if world > 1:
         dist.barrier()

@@ -192,6 +192,7 @@ class Run:
     attempts: list
     logger: run_folder.Logger
     t_start: float                  # wall clock of this attempt
+    workers: int                    # data-loading processes
 
 
 def start_run(args, device, world, is_main, amp, t_start) -> Run:
@@ -209,16 +210,18 @@ def start_run(args, device, world, is_main, amp, t_start) -> Run:
                                          lambda_optimizer, is_main)
     train_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     logger = run_folder.Logger(args.out, sched.total_steps, step, is_main, not args.no_progress)
+    workers = (args.num_workers if args.num_workers is not None
+               else devices.default_workers(device, world))
     if is_main:
         run_folder.write_config(args.out, dict(
-            vars(args), amp_used=amp, device=str(device), world_size=world, params0=params0,
+            vars(args), num_workers_used=workers, amp_used=amp, device=str(device), world_size=world, params0=params0,
             num_classes=spec.num_classes, num_train_items=len(train_set),
             p_bonafide=model.p_bonafide, lr_effective=args.lr * sched.lr_scale,
             final_lr_effective=args.final_lr * sched.lr_scale, **vars(sched),
             data_check=data_check), logger)
         schedule_notes(args, sched, step)
     return Run(model, train_model, lambdas, optimizer, lambda_optimizer, train_set, spec, sched,
-               params0, step, attempts, logger, t_start)
+               params0, step, attempts, logger, t_start, workers)
 
 
 # ------------------------------------------------------------------------------ loop
@@ -309,7 +312,7 @@ def train(args, stop, argv):
         batches = datasets.epoch_batches(len(run.train_set), args.batch_size, epoch, args.seed,
                                          rank, world)
         loader = DataLoader(run.train_set, batch_sampler=batches[offset:],
-                            num_workers=args.num_workers, collate_fn=datasets.collate_pad,
+                            num_workers=run.workers, collate_fn=datasets.collate_pad,
                             generator=loader_gen, pin_memory=device.type == "cuda")
         for waves, _, labels in loader:
             *values, target, lr = train_step(run, waves, labels, args, device, amp)
