@@ -117,3 +117,14 @@ def test_snapshot_steps_lie_in_the_settle_phase():
     assert recipes.snapshot_steps(1140, 1200, 3) == [1160, 1180, 1200]
     with pytest.raises(ValueError, match="too few"):
         recipes.snapshot_steps(98, 100, 3)
+
+
+def test_loader_workers_default(monkeypatch):
+    import torch
+    import devices
+    assert devices.default_workers(torch.device("cpu"), 1) == 1
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 64)
+    assert devices.default_workers(torch.device("cuda"), 1) == devices.GPU_LOADER_WORKERS == 6
+    assert devices.default_workers(torch.device("cuda"), 16) == 3      # 4 cores per process
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
+    assert devices.default_workers(torch.device("cuda"), 1) == 1
