@@ -439,3 +439,23 @@ def test_averaging_refuses_snapshots_of_different_structures():
                        ["w"], torch.full((2,), 0.5))
     with pytest.raises(ValueError, match="structure changed"):
         checkpoints.average_state_dicts([a, b], fixed=lambda k: k.endswith("log_alpha"))
+
+
+@pytest.mark.slow
+def test_asvspoof5_recipe_runs_with_the_s10_values(tmp_path):
+    """--data asvspoof5 on an ASVspoof5 tree (the tiny toy CM corpus): config.json holds
+    the s10 configuration's values (recipes.py, docs/method.md) and the two averaged
+    snapshots are those of the settle phase."""
+    import data
+    import recipes
+    spec = data.prepare_data("toy_spoof", cache_dir=str(tmp_path / "cache"), toy_size="tiny")
+    root = os.path.dirname(os.path.dirname(spec.train_items[0][0]))        # <root>/flac_T/
+    given = dict(ssl="tiny", steps=40, batch_size=2, crop_seconds=0.5)
+    report = train.main(["--data", "asvspoof5", "--data-root", root, "--ssl", "tiny",
+                         "--steps", "40", "--batch-size", "2", "--crop-seconds", "0.5",
+                         "--out", str(tmp_path / "run"), "--no-progress", "--num-workers", "0"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    for key, value in recipes.RECIPES["asvspoof5"].items():
+        assert config[key] == given.get(key, value), key
+    assert config["lr_scale"] == pytest.approx(2 / 64)            # 1 process x batch 2 / 64
+    assert report["averaged_steps"] == [39, 40] and report["task"] == "cm"
