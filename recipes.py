@@ -302,7 +302,8 @@ def lr_at(step, warmup_steps, total_steps, lr, final_lr, shape):
         ramp = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
         return lr * ramp * (final_lr / lr) ** (step / total_steps)
     if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
+        return lr * ((step + 1) / warmup_steps)    # the ramp factor first: the toy
+                                                    # recipes' numbers were made so
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return lr * (final_lr / lr) ** min(1.0, progress)
 
