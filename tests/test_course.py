@@ -374,3 +374,37 @@ def test_grading_runs_an_implementation_with_the_library_function_it_replaces_sw
     assert "answer cell raised BlockedCall: the answer to ex1 must not call metrics.compute_cllr" \
         in rows["eager"]["reasons"]
 
+
+@pytest.mark.slow
+def test_grading_notebook_03_follows_the_text_and_not_the_library(tmp_path):
+    """The real master 03, one submission: its AAM-softmax target logit follows the exercise
+    text word for word (the fallback only where theta + m > pi, strictly), and its EER and
+    minDCF just call the library's metrics (once by module, once by a name imported from it).
+    The first scores full points; the other two score 0, with the blocked function named."""
+    master_path = course.MASTERS / "03_heads_and_metrics.ipynb"
+    master = read(master_path)
+    submission = course.make_solutions(master, master_path.stem)
+    answers = {
+        "ex1": "def my_eer(scores, labels):\n    return metrics.compute_eer(scores, labels)[0]",
+        "ex2": "from metrics import compute_min_dcf\n\n"
+               "def my_min_dcf(scores, labels, p_target, c_miss, c_fa):\n"
+               "    return compute_min_dcf(scores, labels, p_target, c_miss, c_fa)[0]",
+        "ex4": "def my_target_logit(cos_theta, m, s):\n"
+               "    sin_theta = torch.sqrt((1 - cos_theta ** 2).clamp_min(0))\n"
+               "    phi = cos_theta * math.cos(m) - sin_theta * math.sin(m)\n"
+               "    beyond = cos_theta < math.cos(math.pi - m)          # theta + m > pi, as the text says\n"
+               "    return s * torch.where(beyond, cos_theta - m * math.sin(m), phi)"}
+    for c in submission.cells:
+        if course.role(c) == "answer" and course.answer_key(c) in answers:
+            c.source = answers[course.answer_key(c)]
+    (tmp_path / "subs").mkdir()
+    nbformat.write(submission, str(tmp_path / "subs" / "text.ipynb"))
+    course.grade(tmp_path / "subs", tmp_path / "grades.csv", ["03"], log=lambda *a: None)
+    row = read_csv(tmp_path / "grades.csv")["text"]
+    points = course.exercises(master)
+    assert {e: int(row[f"03:{e}"]) for e in points} == dict(points, ex1=0, ex2=0)
+    assert row["reasons"] == (
+        "03:ex1: a hidden test failed: BlockedCall: my_eer must not call metrics.compute_eer "
+        "(the exercise asks for an implementation); "
+        "03:ex2: a hidden test failed: BlockedCall: my_min_dcf must not call "
+        "metrics.compute_min_dcf (the exercise asks for an implementation)")
