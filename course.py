@@ -29,6 +29,14 @@ It is saved without outputs. Three cell tags and one metadata entry mark the par
     "answers": ["[1, 4, 7]"]}}: plain asserts, run by the grader after the student's
     answer; a cell that raises scores 0. "answers" lists the ways the answer could be
     written down; none of them may appear anywhere in the handout.
+    When the exercise asks for an implementation of something the library provides, the
+    hidden test also lists the library functions that the answer must not call, per
+    student function: "blocks": {"my_eer": ["metrics.compute_eer", "metrics.det_curve"]}.
+    The grader (and the build, on the reference solutions) then runs that exercise's answer
+    cells, and every call of my_eer inside the hidden test, with those functions switched
+    off: a call raises BlockedCall ("my_eer must not call metrics.compute_eer ..."), by
+    whatever name it is made. The hidden test's own calls of them, outside my_eer, work.
+    The exercise text must say which functions are off.
   * tag `solution`: a cell only the solutions version has (notes on the solutions).
 
 `build` writes, for every master, the handout to notebooks/<name>.ipynb (no solution
@@ -54,14 +62,18 @@ points or reasons. What is needed here is small enough to write on nbclient.
 """
 
 import argparse
+import contextlib
 import copy
 import csv
+import functools
+import importlib
 import os
 import pathlib
 import re
 import tempfile
 import threading
 import time
+import types
 
 import nbformat
 from nbclient import NotebookClient
@@ -164,6 +176,13 @@ def check_master(master, name="master"):
                             f"(or course.written)")
         if r == "hidden-test" and cell.cell_type != "code":
             problems.append(f"cell {i}: a hidden test must be a code cell")
+        if "blocks" in meta and not (
+                r == "hidden-test" and isinstance(meta["blocks"], dict) and meta["blocks"]
+                and all(isinstance(name, str) and name.isidentifier() and isinstance(fs, list)
+                        and fs and all(isinstance(f, str) and "." in f for f in fs)
+                        for name, fs in meta["blocks"].items())):
+            problems.append(f"cell {i}: course.blocks belongs on a hidden test, as "
+                            f"{{\"student_function\": [\"module.function\", ...]}}")
     for exercise, points in exercises(master).items():
         if points <= 0:
             problems.append(f"exercise {exercise}: no hidden test with points")
@@ -193,9 +212,12 @@ def make_handout(master, name):
 
 
 def make_solutions(master, name):
-    """What the teacher gets: everything, with the reference solutions in place."""
+    """What the teacher gets: everything, with the reference solutions in place, run the way
+    the grader runs them (graded_source), so that the build checks them under the same blocks."""
     nb = copy.deepcopy(master)
-    nb.cells = [_fresh(c, split_regions(c.source, c.cell_type)[1]) for c in master.cells]
+    blocks = exercise_blocks(master)
+    nb.cells = [_fresh(c, graded_source(c, split_regions(c.source, c.cell_type)[1], blocks))
+                for c in master.cells]
     nb.metadata["course"] = {"master": name, "version": "solutions"}
     return nb
 
@@ -259,6 +281,154 @@ def leaks(master, handout):
         if PASS.search(output):
             found.append(f"{where}: a self-check printed PASS in the saved output")
     return found
+
+
+# ------------------------------------------------------- library calls an answer must not make
+class BlockedCall(BaseException):
+    """An answer called a library function that its exercise asks the student to implement.
+    A BaseException, not an Exception, so that an answer's own `except Exception` (or a
+    self-check's attempt()) cannot turn it into a wrong number with a misleading reason."""
+
+
+_BLOCKED = {}                   # function -> [its own code, how many blocks hold it]
+# The kernel imports this file by its name (kernel_env puts the repository on its path); not
+# __name__, which is "__main__" when the build runs as `python course.py build`.
+KERNEL_NAME = pathlib.Path(__file__).stem
+
+
+def library_function(dotted):
+    """'metrics.compute_eer' or 'heads.AAMSoftmax.logits' -> the function object."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):              # the longest prefix that is a module
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        break
+    else:
+        raise ValueError(f"{dotted!r} is not module.function or module.Class.method")
+    if not isinstance(obj, types.FunctionType) or obj.__closure__:
+        raise TypeError(f"{dotted}: only a plain Python function (no closure) can be blocked")
+    return obj
+
+
+def _raiser(message):
+    """The code of a function that raises BlockedCall(message) whatever its arguments. It runs
+    with the blocked function's globals, so it reaches BlockedCall through the module system."""
+    namespace = {}
+    exec(f"def blocked(*args, **kwargs):\n"
+         f"    raise __import__({__name__!r}).BlockedCall({message!r})", namespace)
+    return namespace["blocked"].__code__
+
+
+@contextlib.contextmanager
+def blocked(functions, caller):
+    """Inside, every call of these library functions (dotted names) raises BlockedCall naming
+    `caller`, by whatever name it is made. The functions' code is swapped, not a name:
+    rebinding `metrics.compute_eer` would miss a `from metrics import compute_eer` in the
+    student's namespace or in another library module, a default argument and a closure,
+    while a swapped __code__ reaches them all, and stops the library's own callers of the
+    function too (metrics.sv_metrics calls metrics.det_curve). Nested blocks of the same
+    function are counted, so the original code comes back when the outermost one ends."""
+    targets = [(name, library_function(name)) for name in functions]
+    for name, fn in targets:
+        entry = _BLOCKED.setdefault(fn, [fn.__code__, 0])
+        if entry[1] == 0:
+            fn.__code__ = _raiser(f"{caller} must not call {name} "
+                                  f"(the exercise asks for an implementation)")
+        entry[1] += 1
+    try:
+        yield
+    finally:
+        for _, fn in targets:
+            entry = _BLOCKED[fn]
+            entry[1] -= 1
+            if entry[1] == 0:
+                fn.__code__ = entry[0]
+                del _BLOCKED[fn]
+
+
+def _after_this_cell(undo):
+    """Call undo() once the notebook cell that is running ends, whether it raised or not."""
+    from IPython import get_ipython
+    shell = get_ipython()
+
+    def done(*_):
+        shell.events.unregister("post_run_cell", done)
+        undo()
+    shell.events.register("post_run_cell", done)
+
+
+def block_in_answer(functions, exercise):
+    """The grader's first line in an answer cell: these library functions are off until the
+    cell ends (an answer may compute its value right there, not only define a function)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(blocked(functions, f"the answer to {exercise}"))
+    _after_this_cell(stack.close)
+
+
+def block_in_hidden_test(namespace, blocks):
+    """The grader's first line in a hidden test with blocks ({"my_eer": ["metrics.compute_eer",
+    ...]}): until the cell ends, each named student function is replaced by a wrapper that runs
+    it with those library functions off. The test's own calls of them (its oracle) are made
+    outside the student's function, so they work."""
+    wrappers = {}
+    for name, functions in blocks.items():
+        for dotted in functions:
+            library_function(dotted)          # a typo in the master fails here, not in a call
+        fn = namespace.get(name)
+        if callable(fn):                      # not defined: the test fails on its own, NameError
+            wrappers[name] = (fn, _run_blocked(fn, functions, name))
+            namespace[name] = wrappers[name][1]
+
+    def restore():
+        for name, (fn, wrapper) in wrappers.items():
+            if namespace.get(name) is wrapper:
+                namespace[name] = fn
+    _after_this_cell(restore)
+
+
+def _run_blocked(fn, functions, name):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with blocked(functions, name):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def exercise_blocks(master):
+    """{exercise: {student function: [library functions]}}: the hidden tests' course.blocks."""
+    found = {}
+    for cell in master.cells:
+        meta = course_meta(cell)
+        if role(cell) == "hidden-test" and meta.get("blocks"):
+            for name, functions in meta["blocks"].items():
+                found.setdefault(meta["exercise"], {}).setdefault(name, [])
+                found[meta["exercise"]][name] += [f for f in functions
+                                                  if f not in found[meta["exercise"]][name]]
+    return found
+
+
+def graded_source(cell, source, blocks):
+    """What the grader (and the build, for the solutions) runs of a cell: an answer cell of an
+    exercise with blocks, and a hidden test with blocks, get a first line that switches the
+    library functions off. The line is visible in the executed notebook, on purpose."""
+    meta = course_meta(cell)
+    exercise = meta.get("exercise")
+    if role(cell) == "answer" and exercise in blocks:
+        functions = sorted({f for fs in blocks[exercise].values() for f in fs})
+        line = f"__import__({KERNEL_NAME!r}).block_in_answer({functions!r}, {exercise!r})"
+    elif role(cell) == "hidden-test" and meta.get("blocks"):
+        line = f"__import__({KERNEL_NAME!r}).block_in_hidden_test(globals(), {dict(meta['blocks'])!r})"
+    else:
+        return source
+    line += "  # the grader: library functions this exercise asks to implement are off"
+    head, _, rest = source.partition("\n")
+    if head.startswith("%%"):                  # a cell magic must stay the first line
+        return f"{head}\n{line}\n{rest}"
+    return f"{line}\n{source}"
 
 
 # -------------------------------------------------------------------------- execution
@@ -340,12 +510,13 @@ def grading_notebook(master, submission, name):
         if role(cell) == "answer" and answer_key(cell):
             theirs.setdefault(answer_key(cell), []).append(cell)
     zero, seen, cells = {}, {}, []
+    blocks = exercise_blocks(master)
     for cell in master.cells:
         r = role(cell)
         if r == "solution":
             continue
         if r != "answer":
-            cells.append(_fresh(cell, cell.source))
+            cells.append(_fresh(cell, graded_source(cell, cell.source, blocks)))
             continue
         key = answer_key(cell)
         exercise = course_meta(cell).get("exercise")          # None for a written answer
@@ -361,7 +532,7 @@ def grading_notebook(master, submission, name):
             if exercise:
                 zero.setdefault(exercise, "answer cell missing from the submission "
                                           "(deleted or untagged?)")
-        cells.append(_fresh(cell, source))
+        cells.append(_fresh(cell, graded_source(cell, source, blocks)))
     nb = copy.deepcopy(master)
     nb.cells = cells
     return nb, zero

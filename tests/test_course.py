@@ -134,21 +134,26 @@ def test_leak_check_finds_every_planted_solution(path):
 
 
 # ----------------------------------------------------------------------- building
+def new_master(cells):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = cells
+    return nb
+
+
+def cell(make, source, tags=(), **meta):
+    c = make(source)
+    if tags:
+        c.metadata["tags"] = list(tags)
+    if meta:
+        c.metadata["course"] = meta
+    return c
+
+
 def tiny_master(hidden_ok=True, text_answer=False):
     """A two-exercise master that runs in a second."""
     new = nbformat.v4
-    nb = new.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                   "language": "python"}})
-
-    def cell(make, source, tags=(), **meta):
-        c = make(source)
-        if tags:
-            c.metadata["tags"] = list(tags)
-        if meta:
-            c.metadata["course"] = meta
-        return c
-
-    nb.cells = [
+    return new_master([
         cell(new.new_markdown_cell, "# A tiny course" + (" (the answer is 42)" if text_answer
                                                           else "")),
         cell(new.new_code_cell, "import math"),
@@ -168,8 +173,7 @@ def tiny_master(hidden_ok=True, text_answer=False):
              "Why?\n<!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->",
              ("answer",), written="why"),
         cell(new.new_markdown_cell, "Notes: `double` adds x to itself.", ("solution",)),
-    ]
-    return nb
+    ])
 
 
 def test_build_writes_a_clean_handout_and_checked_solutions(tmp_path):
@@ -294,3 +298,113 @@ def test_reference_solutions_pass_every_hidden_test(path):
     """What `course.py build` checks, for the masters that run in seconds (01 is graded
     above; the training notebooks are left to the build)."""
     course.execute(course.make_solutions(read(path), path.stem), course.NOTEBOOKS)
+
+
+# ------------------------------------------- library calls an implementation must not make
+def test_a_blocked_library_function_raises_by_every_name_and_comes_back():
+    """course.blocked swaps the function's code, so an alias bound before the block, the
+    library's own callers and a nested block are all covered; afterwards all work again."""
+    import metrics
+    from metrics import compute_eer as alias
+    scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    truth = metrics.compute_eer(scores, labels)
+    with course.blocked(["metrics.compute_eer", "metrics.det_curve"], "my_eer"):
+        for call, name in ((metrics.compute_eer, "compute_eer"), (alias, "compute_eer"),
+                           (metrics.sv_metrics, "det_curve")):       # sv_metrics -> det_curve
+            with pytest.raises(course.BlockedCall, match=f"^my_eer must not call metrics.{name} "
+                                                         r"\(the exercise asks for an implementation\)"):
+                call(scores, labels)
+        with course.blocked(["metrics.compute_eer"], "inner"):
+            pass
+        with pytest.raises(course.BlockedCall, match="my_eer must not call"):  # the outer still holds
+            alias(scores, labels)
+        assert metrics.compute_cllr([1.0, -1.0], [1, 0]) > 0        # what is not listed works
+    assert metrics.compute_eer(scores, labels) == alias(scores, labels) == truth
+    assert metrics.sv_metrics(scores, labels)["eer"] == truth[0]
+    for wrong in ("metrics", "metrics.no_such_function", "nomodule.f"):
+        with pytest.raises((ValueError, AttributeError)):
+            course.library_function(wrong)
+
+
+def blocking_master():
+    """One exercise that asks for an implementation of metrics.compute_cllr, and a hidden test
+    whose oracle calls that same function."""
+    new = nbformat.v4
+    return new_master([
+        cell(new.new_code_cell, "import numpy as np\nimport metrics"),
+        cell(new.new_code_cell,
+             "def my_cllr(llr, labels):\n    # BEGIN SOLUTION\n"
+             "    s, y = np.asarray(llr, float), np.asarray(labels).astype(bool)\n"
+             "    return (np.logaddexp(0, -s[y]).mean() + np.logaddexp(0, s[~y]).mean()) / (2 * np.log(2))\n"
+             "    # STUB\n    return None\n    # END SOLUTION", ("answer",), exercise="ex1"),
+        cell(new.new_code_cell,
+             "llr, y = [2.0, -1.0, 0.5, -3.0], [1, 0, 1, 0]\n"
+             "assert abs(my_cllr(llr, y) - metrics.compute_cllr(llr, y)) < 1e-12",
+             ("hidden-test",), exercise="ex1", points=2, blocks={"my_cllr": ["metrics.compute_cllr"]}),
+        cell(new.new_code_cell, "assert metrics.compute_cllr([1.0, -1.0], [1, 0]) > 0  # on again"),
+    ])
+
+
+@pytest.mark.slow
+def test_grading_runs_an_implementation_with_the_library_function_it_replaces_switched_off(tmp_path):
+    masters, subs = tmp_path / "masters", tmp_path / "subs"
+    masters.mkdir(), subs.mkdir()
+    master = blocking_master()
+    nbformat.write(master, str(masters / "91_block.ipynb"))
+    nbformat.write(course.make_solutions(master, "91_block"), str(subs / "own.ipynb"))
+    for student, answer in (
+            ("caller", "from metrics import compute_cllr\n\n"        # called inside the function
+                       "def my_cllr(llr, labels):\n    return compute_cllr(llr, labels)"),
+            ("eager", "value = metrics.compute_cllr([2.0, -1.0, 0.5, -3.0], [1, 0, 1, 0])\n\n"
+                      "def my_cllr(llr, labels):\n    return value")):     # called in the cell
+        nb = course.make_handout(master, "91_block")
+        next(c for c in nb.cells if course.role(c) == "answer").source = answer
+        nbformat.write(nb, str(subs / f"{student}.ipynb"))
+    course.grade(subs, tmp_path / "grades.csv", ["91"], cell_timeout=30, masters_dir=masters,
+                 log=lambda *a: None)
+    rows = read_csv(tmp_path / "grades.csv")
+    # The own implementation passes: the oracle in the hidden test still reaches the library,
+    # and the cell after the hidden test finds the function switched on again.
+    assert (rows["own"]["91:ex1"], rows["own"]["reasons"]) == ("2", "")
+    assert rows["caller"]["91:ex1"] == "0"
+    assert rows["caller"]["reasons"] == (
+        "91:ex1: a hidden test failed: BlockedCall: my_cllr must not call metrics.compute_cllr "
+        "(the exercise asks for an implementation)")
+    assert rows["eager"]["91:ex1"] == "0"
+    assert "answer cell raised BlockedCall: the answer to ex1 must not call metrics.compute_cllr" \
+        in rows["eager"]["reasons"]
+
+
+@pytest.mark.slow
+def test_grading_notebook_03_follows_the_text_and_not_the_library(tmp_path):
+    """The real master 03, one submission: its AAM-softmax target logit follows the exercise
+    text word for word (the fallback only where theta + m > pi, strictly), and its EER and
+    minDCF just call the library's metrics (once by module, once by a name imported from it).
+    The first scores full points; the other two score 0, with the blocked function named."""
+    master_path = course.MASTERS / "03_heads_and_metrics.ipynb"
+    master = read(master_path)
+    submission = course.make_solutions(master, master_path.stem)
+    answers = {
+        "ex1": "def my_eer(scores, labels):\n    return metrics.compute_eer(scores, labels)[0]",
+        "ex2": "from metrics import compute_min_dcf\n\n"
+               "def my_min_dcf(scores, labels, p_target, c_miss, c_fa):\n"
+               "    return compute_min_dcf(scores, labels, p_target, c_miss, c_fa)[0]",
+        "ex4": "def my_target_logit(cos_theta, m, s):\n"
+               "    sin_theta = torch.sqrt((1 - cos_theta ** 2).clamp_min(0))\n"
+               "    phi = cos_theta * math.cos(m) - sin_theta * math.sin(m)\n"
+               "    beyond = cos_theta < math.cos(math.pi - m)          # theta + m > pi, as the text says\n"
+               "    return s * torch.where(beyond, cos_theta - m * math.sin(m), phi)"}
+    for c in submission.cells:
+        if course.role(c) == "answer" and course.answer_key(c) in answers:
+            c.source = answers[course.answer_key(c)]
+    (tmp_path / "subs").mkdir()
+    nbformat.write(submission, str(tmp_path / "subs" / "text.ipynb"))
+    course.grade(tmp_path / "subs", tmp_path / "grades.csv", ["03"], log=lambda *a: None)
+    row = read_csv(tmp_path / "grades.csv")["text"]
+    points = course.exercises(master)
+    assert {e: int(row[f"03:{e}"]) for e in points} == dict(points, ex1=0, ex2=0)
+    assert row["reasons"] == (
+        "03:ex1: a hidden test failed: BlockedCall: my_eer must not call metrics.compute_eer "
+        "(the exercise asks for an implementation); "
+        "03:ex2: a hidden test failed: BlockedCall: my_min_dcf must not call "
+        "metrics.compute_min_dcf (the exercise asks for an implementation)")
