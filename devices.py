@@ -65,8 +65,9 @@ def setup_distributed(device_choice):
     return device, rank, world
 
 
-GPU_LOADER_WORKERS = 6    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
-                          # ~3,100 augmented 3-s crops/s, one worker makes ~800: 4, plus headroom
+GPU_LOADER_WORKERS = 8    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
+                          # ~3,100 augmented 3-s crops/s, one worker makes 500-800: 4-6, plus
+                          # headroom (docs/performance.md, "Feeding a GPU")
 
 
 def default_workers(device: torch.device, world: int) -> int:

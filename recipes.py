@@ -178,7 +178,7 @@ def run_flags(p):
                    help="leave out unreadable or too-short audio files (listed in config.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=None,
-                   help="data-loading processes per training process (default: 6 on a GPU, "
+                   help="data-loading processes per training process (default: 8 on a GPU, "
                         "what benchmarks/bench_loader.py measures one needs with the SV "
                         "augmentation, at most the cores per process less one; 1 on a CPU)")
     p.add_argument("--threads", type=int, help="torch compute threads (default: one per core); "
