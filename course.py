@@ -642,62 +642,45 @@ def submissions(folder):
     return found
 
 
-def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S,
-          setup_timeout=SETUP_TIMEOUT_S, graded_dir=None, masters_dir=MASTERS, log=print):
-    """Grade every submission in folder; write one CSV row per student. Returns the rows."""
-    masters = {p.stem: nbformat.read(str(p), as_version=4) for p in master_paths((), masters_dir)}
-    for name, master in masters.items():
-        check_master(master, name)
-    forced = [m for m in masters if any(m.startswith(s) for s in master_names)]
-    if master_names and len(forced) != 1:
-        raise SystemExit(f"--master {list(master_names)} matches {forced}; name exactly one")
-    results, columns = {}, {}
-    for student, path in submissions(folder):
-        row = results.setdefault(student, {"notes": []})
-        try:
-            nb = nbformat.read(str(path), as_version=4)
-        except Exception as e:                      # not JSON, not a notebook, unreadable
-            nb = None
-            error = (f"{path.name} is not a readable notebook "
-                     f"({type(e).__name__}: {_short(str(e), 120)})")
-        else:
-            error = None
-        name = forced[0] if forced else find_master(path, nb, masters)
-        if name is None:
-            row["notes"].append(f"{path.name}: no master matches this file; not graded")
-            continue
-        points = exercises(masters[name])
-        columns[name] = points
-        prefix = name.split("_")[0]
-        if error:
-            for e in points:
-                row[f"{prefix}:{e}"] = (0, error)
-            log(f"{student} / {path.name}: {error}")
-            continue
-        t0 = time.time()
-        try:
-            result, notes, executed = grade_notebook(masters[name], nb, name, cell_timeout,
-                                                     setup_timeout)
-        except Exception as e:           # the grader itself: never lose the class's grades
-            why = f"could not be graded ({type(e).__name__}: {_short(str(e), 120)})"
-            result = {x: (0, why) for x in points}
-            notes, executed = [], None
-        for e, value in result.items():
-            row[f"{prefix}:{e}"] = value
-        row["notes"] += [f"{prefix}: {n}" for n in notes]
-        if graded_dir and executed is not None:
-            target = pathlib.Path(graded_dir) / student
-            target.mkdir(parents=True, exist_ok=True)
-            nbformat.write(executed, str(target / f"{name}.ipynb"))
-        got = sum(p for p, _ in result.values())
-        log(f"{student} / {path.name}: {got} of {sum(points.values())} points "
-            f"({time.time() - t0:.0f} s)")
-    header, maximum = [], {}
-    for name in sorted(columns):
-        prefix = name.split("_")[0]
-        for e, p in columns[name].items():
-            header.append(f"{prefix}:{e}")
-            maximum[f"{prefix}:{e}"] = p
+def grade_file(path, masters, forced=None, cell_timeout=CELL_TIMEOUT_S,
+               setup_timeout=SETUP_TIMEOUT_S, graded_dir=None, student="", log=print):
+    """Grade one submitted file. Returns (master name or None, {column: (points, reason)},
+    notes). A file that is no notebook, or that the grader cannot run, scores 0 with why."""
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as e:                      # not JSON, not a notebook, unreadable
+        nb = None
+        error = f"{path.name} is not a readable notebook ({type(e).__name__}: {_short(str(e), 120)})"
+    else:
+        error = None
+    name = forced or find_master(path, nb, masters)
+    if name is None:
+        return None, {}, [f"{path.name}: no master matches this file; not graded"]
+    points = exercises(masters[name])
+    prefix = name.split("_")[0]
+    if error:
+        log(f"{student} / {path.name}: {error}")
+        return name, {f"{prefix}:{e}": (0, error) for e in points}, []
+    t0 = time.time()
+    try:
+        result, notes, executed = grade_notebook(masters[name], nb, name, cell_timeout, setup_timeout)
+    except Exception as e:               # the grader itself: never lose the class's grades
+        why = f"could not be graded ({type(e).__name__}: {_short(str(e), 120)})"
+        result, notes, executed = {x: (0, why) for x in points}, [], None
+    if graded_dir and executed is not None:
+        target = pathlib.Path(graded_dir) / student
+        target.mkdir(parents=True, exist_ok=True)
+        nbformat.write(executed, str(target / f"{name}.ipynb"))
+    got = sum(p for p, _ in result.values())
+    log(f"{student} / {path.name}: {got} of {sum(points.values())} points ({time.time() - t0:.0f} s)")
+    return name, {f"{prefix}:{e}": v for e, v in result.items()}, [f"{prefix}: {n}" for n in notes]
+
+
+def grade_rows(results, columns):
+    """One CSV row per student: a column per exercise of every master graded, the total, and
+    the reasons for lost points (one reason for a whole notebook when all its exercises share it)."""
+    header = [f"{name.split('_')[0]}:{e}" for name in sorted(columns) for e in columns[name]]
+    maximum = sum(p for name in columns for p in columns[name].values())
     rows = []
     for student in sorted(results):
         row = results[student]
@@ -715,9 +698,31 @@ def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S,
             else:
                 reasons += [f"{c}: {w}" for c, w in zip(cells, why) if w]
         out["total"] = sum(out[c] for c in header)
-        out["max"] = sum(maximum.values())
+        out["max"] = maximum
         out["reasons"] = "; ".join(reasons + row["notes"])
         rows.append(out)
+    return header, rows
+
+
+def grade(folder, out_csv, master_names=(), cell_timeout=CELL_TIMEOUT_S,
+          setup_timeout=SETUP_TIMEOUT_S, graded_dir=None, masters_dir=MASTERS, log=print):
+    """Grade every submission in folder; write one CSV row per student. Returns the rows."""
+    masters = {p.stem: nbformat.read(str(p), as_version=4) for p in master_paths((), masters_dir)}
+    for name, master in masters.items():
+        check_master(master, name)
+    forced = [m for m in masters if any(m.startswith(s) for s in master_names)]
+    if master_names and len(forced) != 1:
+        raise SystemExit(f"--master {list(master_names)} matches {forced}; name exactly one")
+    results, columns = {}, {}
+    for student, path in submissions(folder):
+        row = results.setdefault(student, {"notes": []})
+        name, marks, notes = grade_file(path, masters, forced[0] if forced else None,
+                                        cell_timeout, setup_timeout, graded_dir, student, log)
+        if name is not None:
+            columns[name] = exercises(masters[name])
+        row.update(marks)
+        row["notes"] += notes
+    header, rows = grade_rows(results, columns)
     with open(out_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["student", *header, "total", "max", "reasons"])
         writer.writeheader()

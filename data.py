@@ -495,9 +495,10 @@ class FileChecks:
         if not self.path:
             return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+        tmp = f"{self.path}.tmp-{os.getpid()}"     # two runs may check the same data at once
+        with open(tmp, "w", encoding="utf-8") as f:
             f.writelines("\t".join(map(str, (p, *row))) + "\n" for p, row in self.rows.items())
-        os.replace(self.path + ".tmp", self.path)
+        os.replace(tmp, self.path)
 
 
 def _listing(paths, why, limit=10):
