@@ -28,8 +28,8 @@ if WORKERS > 1:
 # Seconds on one idle core of the 2-core reference machine (pytest --durations), for the
 # tests that take more than half a minute. Only the order depends on these numbers.
 COST_S = {
-    "test_notebook_executes[04": 420, "test_notebook_executes[07": 215,
-    "test_default_toy_corpora_are_deterministic[cm": 160, "test_notebook_executes[06": 140,
+    "test_notebook_executes[04": 300, "test_notebook_executes[07": 260,
+    "test_default_toy_corpora_are_deterministic[cm": 160, "test_notebook_executes[06": 120,
     "test_default_toy_corpora_are_deterministic[sv": 65,
     "test_the_lr_follows_the_global_batch": 80, "test_tiny_sweep_end_to_end": 75,
     "test_grading_notebook_01_three_submissions": 70,

@@ -210,6 +210,7 @@ def read_csv(path):
         return {row["student"]: row for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow                # kernels: about 15 s
 def test_grading_a_tiny_master_reads_answers_only_from_answer_cells(tmp_path, monkeypatch):
     masters, subs = tmp_path / "masters", tmp_path / "subs"
     masters.mkdir(), subs.mkdir()
