@@ -592,6 +592,59 @@ def _fit(x, n, rng):
     return x[start:start + n]
 
 
+WAV_HEADER_BYTES = 4096   # read at once to find a WAV's "data" chunk: at byte 44 after a
+                          # plain header, a few hundred bytes on with metadata chunks
+
+
+def pcm16_wav_layout(header: bytes, file_bytes: int):
+    """(data offset in bytes, frames, channels, sample rate) of a little-endian 16-bit PCM
+    RIFF/WAVE file from its first bytes and its size; None for any other file (and for a
+    WAV whose samples are not all there), which soundfile then reads.
+
+    A RIFF file is a list of chunks: an id (4 bytes), a little-endian 32-bit size, and
+    that many bytes, padded to an even length. "fmt " describes the samples and "data"
+    holds them, interleaved by channel. WAVE_FORMAT_EXTENSIBLE (format tag 0xFFFE)
+    carries the real tag in the first two bytes of its sub-format GUID."""
+    u16 = lambda at: int.from_bytes(header[at:at + 2], "little")
+    u32 = lambda at: int.from_bytes(header[at:at + 4], "little")
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    while pos + 8 <= len(header):
+        chunk, size, body = header[pos:pos + 4], u32(pos + 4), pos + 8
+        if chunk == b"fmt ":
+            if size < 16 or body + size > len(header):
+                return None
+            tag, channels, rate, block, bits = (u16(body), u16(body + 2), u32(body + 4),
+                                                u16(body + 12), u16(body + 14))
+            if tag == 0xFFFE and size >= 40:
+                tag = u16(body + 24)
+            if (tag, bits) != (1, 16) or channels == 0 or block != 2 * channels:
+                return None
+            fmt = (channels, rate)
+        elif chunk == b"data":
+            if fmt is None or body + size > file_bytes:      # truncated: soundfile decides
+                return None
+            return body, size // (2 * fmt[0]), *fmt
+        pos = body + size + (size & 1)
+    return None
+
+
+def _read_pcm16_window(fh, layout, n, rng):
+    """read_random_window without soundfile: the same draw of the start, the bytes of
+    those n frames, scaled and averaged over channels as _read_mono does -> (S=n,)."""
+    offset, frames, channels, _ = layout
+    start = int(rng.integers(0, frames - n + 1))
+    fh.seek(offset + 2 * channels * start)
+    raw = fh.read(2 * channels * n)
+    if len(raw) != 2 * channels * n:
+        raise RuntimeError(f"{len(raw) // (2 * channels)} samples from {start}, header: "
+                           f"{frames}; the file changed while it was read")
+    x = np.multiply(np.frombuffer(raw, "<i2").reshape(n, channels), 1 / 32768,
+                    dtype=np.float32)                                   # (S, channels)
+    return x[:, 0] if channels == 1 else x.mean(axis=1)
+
+
 def read_random_window(path, n, rng):
     """n samples (S=n,) of the file at `path` as a float32 tensor at SAMPLE_RATE: the
     window `_fit(load_audio(path), n, rng)` would cut, with the same single draw from rng.
@@ -599,9 +652,16 @@ def read_random_window(path, n, rng):
     A 16-kHz file at least n long is read by window alone, in one open that also gives
     the length: VoxCeleb utterances average 8 s and MUSAN music files 3 min, of which a
     crop needs 3 s, and reading whole files made augmented loading 20x slower than
-    plain crops. A shorter file is tiled (_fit); a file at another rate is resampled
-    whole first (rare)."""
+    plain crops. 16-bit PCM WAV (VoxCeleb as converted, MUSAN, RIRS_NOISES) is read
+    without soundfile, at the offset its header gives (pcm16_wav_layout): opening a
+    file through libsndfile cost about as much as reading the crop, and babble reads 3-7
+    files per crop (docs/performance.md). A shorter file is tiled (_fit); a file at
+    another rate is resampled whole first (rare)."""
     try:
+        with open(path, "rb") as fh:
+            layout = pcm16_wav_layout(fh.read(WAV_HEADER_BYTES), os.fstat(fh.fileno()).st_size)
+            if layout is not None and layout[3] == SAMPLE_RATE and layout[1] >= n:
+                return torch.from_numpy(_read_pcm16_window(fh, layout, n, rng))
         with sf.SoundFile(path) as f:
             frames, sr = f.frames, f.samplerate
             if sr == SAMPLE_RATE and frames >= n:

@@ -338,6 +338,61 @@ def test_reads_equal_soundfiles_own_float_conversion(tmp_path, name, subtype, ch
     assert np.array_equal(w.numpy(), ref[start:start + 2000])
 
 
+def wav_variant(path, kind, x):
+    """16-bit WAVs as other writers make them: WAVE_FORMAT_EXTENSIBLE, an odd-sized chunk
+    (padded to even) before the samples, and a file cut short of what its header says."""
+    sf.write(path, x, SR, subtype="PCM_16", format="WAVEX" if kind == "extensible" else "WAV")
+    with open(path, "rb") as fh:
+        b = fh.read()
+    if kind == "extra chunk":
+        at = b.index(b"data")
+        b = b[:at] + b"JUNK" + (5).to_bytes(4, "little") + b"12345\0" + b[at:]
+        b = b[:4] + (len(b) - 8).to_bytes(4, "little") + b[8:]
+    if kind == "truncated":
+        b = b[:-1000]
+    with open(path, "wb") as fh:
+        fh.write(b)
+
+
+@pytest.mark.parametrize("kind", ["plain", "extensible", "extra chunk", "truncated"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_wav_layout_points_at_the_samples_soundfile_reads(tmp_path, kind, channels):
+    """The soundfile-free path of read_random_window: the header parser finds the samples
+    where libsndfile finds them (oracle: soundfile's int16 read), the window equals
+    soundfile's, and it declines every file it cannot read exactly."""
+    path = str(tmp_path / "a.wav")
+    x = np.random.default_rng(1).uniform(-0.9, 0.9, (5000, channels)).astype(np.float32)
+    wav_variant(path, kind, x)
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    layout = data.pcm16_wav_layout(raw[:data.WAV_HEADER_BYTES], len(raw))
+    if kind == "truncated":                       # header: 5000 frames; fewer are there
+        assert layout is None
+        return
+    ints = sf.read(path, dtype="int16", always_2d=True)[0]
+    offset, frames, ch, rate = layout
+    assert (frames, ch, rate) == (5000, channels, SR)
+    on_disk = np.frombuffer(raw[offset:offset + 2 * frames * ch], "<i2").reshape(frames, ch)
+    assert np.array_equal(on_disk, ints)
+    ref = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+    for seed in range(5):
+        rng, ref_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        start = int(ref_rng.integers(0, 5000 - 2000 + 1))
+        assert np.array_equal(data.read_random_window(path, 2000, rng).numpy(),
+                              ref[start:start + 2000])
+        assert rng.random() == ref_rng.random()   # one draw, as the soundfile path makes
+
+
+@pytest.mark.parametrize("name, subtype", [("c.flac", "PCM_16"), ("d.wav", "PCM_24"),
+                                           ("e.wav", "FLOAT"), ("f.wav", "PCM_U8")])
+def test_wav_layout_declines_what_it_does_not_read(tmp_path, name, subtype):
+    path = str(tmp_path / name)
+    sf.write(path, np.zeros((100, 1), np.float32), SR, subtype=subtype)
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    assert data.pcm16_wav_layout(raw, len(raw)) is None
+
+
 def test_fft_len_is_the_next_5_smooth_number():
     def smooth(m):
         for p in (2, 3, 5):
