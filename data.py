@@ -718,7 +718,8 @@ class Augmenter:
     Noise, music and babble read only the window they mix in (read_random_window).
     RIRs are read once per process and kept, up to RIR_CACHE_SAMPLES: DataLoader
     workers get copies of the object and each fills its own cache (the parent's stays
-    empty unless it augments crops itself).
+    empty unless it augments crops itself). split() stops short of the reverb's
+    convolution, for a GPU to do in a batch (TrainCrops' reverb_later, reverberate).
     """
     SNR = {"noise": (0, 15), "speech": (13, 20), "music": (5, 15)}   # dB, Kaldi's ranges
     BABBLE = (3, 7)                                                  # speakers summed for "speech"
@@ -746,8 +747,15 @@ class Augmenter:
         self._rir_cache, self._rir_cached = {}, 0      # path -> RIR (L,); samples kept
 
     def __call__(self, wave, rng):
-        """wave (S,) -> augmented wave (S,). The draws from rng, in this order (a test
-        replays them; another order would change every augmented example of a run):
+        """wave (S,) -> augmented wave (S,); split() then, for a RIR, reverb()."""
+        wave, rir = self.split(wave, rng)
+        return wave if rir is None else self._convolve(wave, rir)
+
+    def split(self, wave, rng):
+        """wave (S,) -> (wave with any noise mixed in (S,), aligned unit-norm RIR (L,) or
+        None): everything but the reverb's convolution, which a GPU does faster in a batch
+        (reverberate). The draws from rng, in this order (a test replays them; another
+        order would change every augmented example of a run):
             rng.random()                     augment at all? (< p)
             rng.integers(len(kinds))         the kind
           reverb:
@@ -759,10 +767,10 @@ class Augmenter:
             rng.uniform(*SNR[kind])          the SNR in dB
         """
         if not self.kinds or rng.random() >= self.p:
-            return wave
+            return wave, None
         kind = self.kinds[rng.integers(len(self.kinds))]
         if kind == "reverb":
-            return self.reverb(wave, self._rir(self.rirs[rng.integers(len(self.rirs))]))
+            return wave, self._rir(self.rirs[rng.integers(len(self.rirs))])
         files = self.noises[kind]
         count = int(rng.integers(self.BABBLE[0], self.BABBLE[1] + 1)) if kind == "speech" else 1
         noise = sum(read_random_window(files[rng.integers(len(files))], len(wave), rng).numpy()
@@ -772,30 +780,59 @@ class Augmenter:
         # tensors cost more than the arithmetic here (2-3x the whole mix).
         w = wave.numpy()
         p_s, p_n = _power(w) + 1e-8, _power(noise) + 1e-8
-        return torch.from_numpy(w + noise * np.float32(math.sqrt(p_s / (p_n * 10 ** (snr / 10)))))
+        mixed = w + noise * np.float32(math.sqrt(p_s / (p_n * 10 ** (snr / 10))))
+        return torch.from_numpy(mixed), None
 
     def _rir(self, path):
+        """The RIR of a file, aligned and unit-norm (aligned_rir), kept while it fits."""
         rir = self._rir_cache.get(path)
         if rir is None:
-            rir = load_audio(path)
+            rir = self.aligned_rir(load_audio(path))
             if self._rir_cached + len(rir) <= self.RIR_CACHE_SAMPLES:
                 self._rir_cache[path] = rir
                 self._rir_cached += len(rir)
         return rir
 
     @staticmethod
-    def reverb(wave, rir):
+    def aligned_rir(rir):
+        """rir (L,) -> (L',) from its direct path (the largest sample) on, with unit
+        energy: the convolution then does not delay the speech."""
+        r = rir.numpy()
+        r = r[int(np.abs(r).argmax()):]
+        return torch.from_numpy(r / np.float32(np.linalg.norm(r) + 1e-8))
+
+    @classmethod
+    def reverb(cls, wave, rir):
         """Convolve with a RIR aligned on its direct path (so the speech is not
         delayed), and keep the original power. wave (S,), rir (L,) -> (S,)."""
+        return cls._convolve(wave, cls.aligned_rir(rir))
+
+    @staticmethod
+    def _convolve(wave, rir):
+        """wave (S,) * aligned rir (L,) -> the first S samples, at the power of wave."""
         w, r = wave.numpy(), rir.numpy()
-        r = r[int(np.abs(r).argmax()):]
-        r = r / np.float32(np.linalg.norm(r) + 1e-8)
         n = _fft_len(len(w) + len(r) - 1)          # no wrap-around into the first S samples
         # numpy's FFT (pocketfft), not torch's: 2x faster on one core for one 1-D real
         # transform of this size (bench_loader.py, section 2).
         y = np.fft.irfft(np.fft.rfft(w, n) * np.fft.rfft(r, n), n)[:len(w)]     # (S,)
         y = y.astype(np.float32, copy=False)
         return torch.from_numpy(y * np.float32(math.sqrt(_power(w) / (_power(y) + 1e-8))))
+
+
+def reverberate(waves, rirs, rir_lengths):
+    """Augmenter's reverb for a batch, on the batch's device: waves (B, S) crops, rirs
+    (B, L) aligned unit-norm RIRs zero-padded to the longest (collate_pad), rir_lengths
+    (B,), 0 where a crop has none (it passes unchanged) -> (B, S).
+
+    The same convolution as Augmenter._convolve, as batched FFTs: trailing zeros of a
+    padded RIR add nothing, and any FFT length >= S + L - 1 gives the same first S
+    samples. On a GPU the batch costs next to nothing; in a loader worker the three FFTs
+    of one crop were most of an augmented crop's time (bench_loader.py)."""
+    S = waves.shape[1]
+    n = _fft_len(S + rirs.shape[1] - 1)
+    y = torch.fft.irfft(torch.fft.rfft(waves, n) * torch.fft.rfft(rirs, n), n)[:, :S]  # (B, S)
+    gain = torch.sqrt(waves.pow(2).mean(1, keepdim=True) / (y.pow(2).mean(1, keepdim=True) + 1e-8))
+    return torch.where((rir_lengths > 0)[:, None], y * gain, waves)
 
 
 class TrainCrops(torch.utils.data.Dataset):
@@ -807,9 +844,10 @@ class TrainCrops(torch.utils.data.Dataset):
     Call set_epoch(e) at the start of every epoch.
     """
 
-    def __init__(self, items, crop_seconds=3.0, seed=0, augment=None):
+    def __init__(self, items, crop_seconds=3.0, seed=0, augment=None, reverb_later=False):
         self.items, self.seed, self.augment, self.epoch = list(items), seed, augment, 0
         self.n = int(round(crop_seconds * SAMPLE_RATE))
+        self.reverb_later = reverb_later and augment is not None and bool(augment.rirs)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -821,6 +859,9 @@ class TrainCrops(torch.utils.data.Dataset):
         path, label = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         wave = read_random_window(path, self.n, rng)
+        if self.reverb_later:            # (wave, label, RIR (L,), empty if none): the
+            wave, rir = self.augment.split(wave, rng)         # trainer calls reverberate
+            return wave, label, torch.zeros(0) if rir is None else rir
         if self.augment is not None:
             wave = self.augment(wave, rng)
         return wave, label
@@ -849,12 +890,19 @@ class EvalUtterances(torch.utils.data.Dataset):
         return load_audio(self.paths[i]), i
 
 
-def collate_pad(batch):
-    """[(wave, label)] -> (waves (B, S_max) zero-padded, lengths (B,), labels (B,)).
-    Models mask the padding using `lengths`."""
-    waves, labels = zip(*batch)
+def _pad(waves):
+    """[(S_b,)] -> (B, S_max) zero-padded, lengths (B,)."""
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    out = torch.zeros(len(waves), int(lengths.max()))
+    out = torch.zeros(len(waves), max(1, int(lengths.max())))
     for b, w in enumerate(waves):
         out[b, :len(w)] = w
-    return out, lengths, torch.tensor(labels, dtype=torch.long)
+    return out, lengths
+
+
+def collate_pad(batch):
+    """[(wave, label)] -> (waves (B, S_max) zero-padded, lengths (B,), labels (B,)).
+    Models mask the padding using `lengths`. Items with a RIR (TrainCrops with
+    reverb_later) add (rirs (B, L_max) zero-padded, rir lengths (B,)) for reverberate."""
+    waves, labels, *rirs = zip(*batch)
+    out = (*_pad(waves), torch.tensor(labels, dtype=torch.long))
+    return out + _pad(rirs[0]) if rirs else out

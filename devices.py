@@ -65,9 +65,10 @@ def setup_distributed(device_choice):
     return device, rank, world
 
 
-GPU_LOADER_WORKERS = 8    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
-                          # ~3,100 augmented 3-s crops/s, one worker makes 500-800: 4-6, plus
-                          # headroom (docs/performance.md, "Feeding a GPU")
+GPU_LOADER_WORKERS = 6    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
+                          # ~3,100 augmented 3-s crops/s; one worker makes 870-1,300 with the
+                          # reverb on the GPU: 3-4, and half as many again for disk reads
+                          # and a step faster than estimated (docs/performance.md)
 
 
 def default_workers(device: torch.device, world: int) -> int:

@@ -163,6 +163,10 @@ def run_flags(p):
                         "(default), or the paper's plain expectation (see train.model_size)")
     p.add_argument("--musan", help="MUSAN folder for noise augmentation")
     p.add_argument("--rir", help="RIR folder for reverberation")
+    p.add_argument("--reverb-on", choices=["auto", "workers", "device"], default="auto",
+                   help="where --rir's convolutions run: in the loader workers, or batched "
+                        "on the training device (auto: the device if it is a GPU, where it "
+                        "frees most of a worker's time; docs/performance.md)")
     p.add_argument("--cohort-utts", type=int, default=4,
                    help="SV: utterances per training speaker embedded for the AS-norm cohort "
                         "and the mean embedding (0 = raw cosine only)")
@@ -178,7 +182,7 @@ def run_flags(p):
                    help="leave out unreadable or too-short audio files (listed in config.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=None,
-                   help="data-loading processes per training process (default: 8 on a GPU, "
+                   help="data-loading processes per training process (default: 6 on a GPU, "
                         "what benchmarks/bench_loader.py measures one needs with the SV "
                         "augmentation, at most the cores per process less one; 1 on a CPU)")
     p.add_argument("--threads", type=int, help="torch compute threads (default: one per core); "

@@ -200,8 +200,9 @@ def start_run(args, device, world, is_main, amp, t_start) -> Run:
     ssl, spec, data_check, sched = load_inputs(args, is_main, world)   # user errors end here
     augment = (datasets.Augmenter(args.musan, args.rir, args.aug_prob)
                if (args.musan or args.rir) else None)
+    reverb_later = args.reverb_on == "device" or (args.reverb_on == "auto" and device.type == "cuda")
     train_set = datasets.TrainCrops(spec.train_items, args.crop_seconds, seed=args.seed,
-                                    augment=augment)
+                                    augment=augment, reverb_later=reverb_later)
     model = build_classifier(args, ssl, spec).to(device)
     params0 = model.ssl.num_params()
     lambdas = torch.zeros(2, device=device, requires_grad=True)
@@ -225,8 +226,9 @@ def start_run(args, device, world, is_main, amp, t_start) -> Run:
 
 
 # ------------------------------------------------------------------------------ loop
-def train_step(run: Run, waves, labels, args, device, amp) -> list:
-    """One optimisation step of eq. (1) -> the logged values, in one host-device sync."""
+def train_step(run: Run, waves, labels, args, device, amp, rirs=()) -> list:
+    """One optimisation step of eq. (1) -> the logged values, in one host-device sync.
+    rirs: (RIRs (B, L), their lengths (B,)) when the loader left the reverb to us."""
     model, sched, step = run.model, run.sched, run.step
     if step == sched.settle_start:
         settle(model.ssl, run.params0, args.target, run.logger, step)
@@ -239,9 +241,11 @@ def train_step(run: Run, waves, labels, args, device, amp) -> list:
     if run.spec.task == "sv":      # the toy recipes ramp the margin up (classes separate first)
         model.loss_head.set_margin(heads.margin_schedule(step, sched.total_steps, args.aam_margin,
                                                          end_frac=args.margin_warmup))
+    waves = waves.to(device, non_blocking=True)
+    if rirs:
+        waves = datasets.reverberate(waves, *(r.to(device, non_blocking=True) for r in rirs))
     with autocast(device, amp):
-        task_loss = run.train_model(waves.to(device, non_blocking=True),
-                                    labels.to(device, non_blocking=True))
+        task_loss = run.train_model(waves, labels.to(device, non_blocking=True))
     # the size and the penalty in float64, outside autocast
     size, expected, deployed = model_size(model.ssl, args.size_estimate)
     reg, s_hat = lagrangian(size, run.params0, target, run.lambdas)
@@ -314,8 +318,8 @@ def train(args, stop, argv):
         loader = DataLoader(run.train_set, batch_sampler=batches[offset:],
                             num_workers=run.workers, collate_fn=datasets.collate_pad,
                             generator=loader_gen, pin_memory=device.type == "cuda")
-        for waves, _, labels in loader:
-            *values, target, lr = train_step(run, waves, labels, args, device, amp)
+        for waves, _, labels, *rirs in loader:
+            *values, target, lr = train_step(run, waves, labels, args, device, amp, rirs)
             if not math.isfinite(values[0]):
                 run_folder.fail(f"loss is {values[0]} at step {run.step}; the last good "
                                 f"checkpoint is {os.path.join(args.out, 'checkpoint.pt')}: lower "

@@ -27,7 +27,9 @@ not disk or network latency (which more workers, or more prefetching, would hide
    crops): it read every noise, music and babble file whole and cut the window with
    _fit, read the crop's header and window in two opens through libsndfile's float
    conversion, read the RIR for every crop, and ran the reverb's FFT in torch at the
-   exact length len(crop) + len(RIR) - 1. "after" is data.py. Both run the same crops,
+   exact length len(crop) + len(RIR) - 1. "after" is data.py; a last line times it with
+   the reverb left to the training device (TrainCrops(reverb_later=True), train.py's
+   default on a GPU), beside unaugmented crops. Both run the same crops,
    interleaved (common.time_interleaved), so background load hits both alike. In this
    long-lived process the reverb costs more than in a fresh DataLoader worker (glibc
    hands the FFTs' freed scratch memory back to the OS here, and page-faults it in
@@ -35,7 +37,8 @@ not disk or network latency (which more workers, or more prefetching, would hide
 2. The reverb's convolution alone (one 3-s crop, one 0.5-s RIR): FFT lengths and
    libraries, to show why data.Augmenter.reverb uses numpy at data._fft_len.
 3. DataLoader throughput: whole batches of --batch-size 3-s crops (128 = the SV recipe,
-   per process) through collate_pad, p = 0.6 and no augmentation, for 1 .. --max-workers
+   per process) through collate_pad, no augmentation, p = 0.6, and p = 0.6 with the reverb
+   left to the training device, for 1 .. --max-workers
    workers (default: the core count). The first batch (worker start-up) is not timed.
 4. Workers per GPU: the crops/s one GPU consumes, from a measured step time
    (--gpu-step-seconds at --gpu-step-batch crops: gpu_check.py's "train step bf16, ours,
@@ -215,7 +218,7 @@ def loader_rate(ds, workers, batch_size, batches, seed):
     it = iter(loader)
     first = next(it)[0].shape[0]                       # worker start-up, not timed
     t0, n = time.perf_counter(), 0
-    for waves, _, _ in it:
+    for waves, *_ in it:
         n += waves.shape[0]
     wall = n / (time.perf_counter() - t0)
     del it                                             # exhausted: the workers have exited
@@ -287,6 +290,19 @@ def per_worker(items, musan, rirs):
           f"({recipe[3] / base[3]:.2f})   (goal: after >= 0.5)")
     print(f"    after with p = {RECIPE_P} / before without augmentation: "
           f"{recipe[1] / base[0]:.2f} ({recipe[3] / base[2]:.2f})")
+    # The reverb left to the training device (train.py --reverb-on device, the default on
+    # a GPU): the worker returns the crop and its RIR; no "before" exists for this.
+    plain = data.TrainCrops(items, CROP_SECONDS, seed=args.seed)
+    later = data.TrainCrops(items, CROP_SECONDS, seed=args.seed, reverb_later=True,
+                            augment=data.Augmenter(musan, rirs, p=RECIPE_P))
+    e, e2 = iter(range(1, 10 ** 6)), iter(range(1, 10 ** 6))
+    wall, cpu = time_interleaved({"plain": crop_loop(plain, fast, e),
+                                  "later": crop_loop(later, fast, e2)}, 0, reps)
+    r = [fast / statistics.median(t[k]) for t in (wall, cpu) for k in ("plain", "later")]
+    rates["reverb later"] = r
+    print(f"    p = {RECIPE_P}, reverb left to the training device (reverb_later): "
+          f"{fmt_rate(r[1])} crops/s wall, {fmt_rate(r[3])} CPU; / no augmentation timed "
+          f"beside it: {r[1] / r[0]:.2f} wall ({r[3] / r[2]:.2f} CPU)")
     return rates
 
 
@@ -326,20 +342,25 @@ def dataloader(items, musan, rirs):
     print(f"\n[3] DataLoader: batches of {batch} x {CROP_SECONDS:g}-s crops with collate_pad, "
           f"{batches} timed batches after the first; crops/s (wall), and crops per CPU-second "
           f"of one worker (its share of a core, whatever the load)")
-    print(f"    {'workers':>8}{'no aug':>10}{f'p = {RECIPE_P}':>10}{'per CPU-s:':>13}"
-          f"{'no aug':>8}{f'p = {RECIPE_P}':>10}")
+    print(f"    ('reverb later': p = {RECIPE_P} with the reverb left to the training device, "
+          f"train.py's default on a GPU)")
+    heads = ("no aug", f"p = {RECIPE_P}", "reverb later")
+    print(f"    {'workers':>8}" + "".join(f"{h:>13}" for h in heads) + f"{'per CPU-s:':>12}"
+          + "".join(f"{h:>13}" for h in heads))
     out = {}
     for workers in range(1, max(1, args.max_workers) + 1):
         row = []
-        for p in (None, RECIPE_P):
+        for p, later in ((None, False), (RECIPE_P, False), (RECIPE_P, True)):
             aug = None if p is None else data.Augmenter(musan, rirs, p=p)
-            ds = data.TrainCrops(repeated, CROP_SECONDS, seed=args.seed, augment=aug)
+            ds = data.TrainCrops(repeated, CROP_SECONDS, seed=args.seed, augment=aug,
+                                 reverb_later=later)
             row.append(loader_rate(ds, workers, batch, batches, args.seed))
         out[workers] = row
-        print(f"    {workers:>8}{fmt_rate(row[0][0]):>10}{fmt_rate(row[1][0]):>10}{'':>13}"
-              f"{fmt_rate(row[0][1]):>8}{fmt_rate(row[1][1]):>10}")
-    print(f"    p = {RECIPE_P} / no augmentation, 1 worker: {out[1][1][0] / out[1][0][0]:.2f} wall, "
-          f"{out[1][1][1] / out[1][0][1]:.2f} per CPU-second   (goal: >= 0.5)")
+        print(f"    {workers:>8}" + "".join(f"{fmt_rate(r[0]):>13}" for r in row) + f"{'':>12}"
+              + "".join(f"{fmt_rate(r[1]):>13}" for r in row))
+    for k, name in ((1, f"p = {RECIPE_P}"), (2, "reverb later")):
+        print(f"    {name} / no augmentation, 1 worker: {out[1][k][0] / out[1][0][0]:.2f} wall, "
+              f"{out[1][k][1] / out[1][0][1]:.2f} per CPU-second   (goal: >= 0.5)")
     return out
 
 
@@ -363,6 +384,8 @@ def workers_per_gpu(rates, loader):
     for label, r in ((f"after, DataLoader, 1 worker, wall (load {os.getloadavg()[0]:.1f})",
                       loader[1][1][0]),
                      ("after, DataLoader, per CPU-second (a free core)", loader[1][1][1]),
+                     ("reverb later, DataLoader, 1 worker, wall", loader[1][2][0]),
+                     ("reverb later, DataLoader, per CPU-second", loader[1][2][1]),
                      ("before, in-process, per CPU-second", recipe[2])):
         w = need / r
         print(f"    {label:<46}{fmt_rate(r):>7} crops/s -> {w:5.1f} workers per GPU, "

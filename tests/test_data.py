@@ -471,6 +471,31 @@ def test_windowed_augmentation_equals_whole_file_reference(tmp_path):
     assert set(kinds) == {None, "noise", "speech", "music", "reverb"}
 
 
+def test_reverb_on_the_device_equals_the_workers(tmp_path):
+    """reverb_later: the loader returns the RIR and reverberate convolves the batch. The
+    crops must be the loader's own, noise and all, with the reverb to float precision."""
+    musan, rirs = musan_tree(str(tmp_path))
+    items = [(str(tmp_path / "spk" / f"{k}.wav"), k) for k in range(24)]
+    for k, (path, _) in enumerate(items):
+        write(path, 1.2 + 0.2 * k, seed=40 + k)
+    sets = [data.TrainCrops(items, 1.0, seed=3, augment=data.Augmenter(musan, rirs, p=0.8),
+                            reverb_later=later) for later in (False, True)]
+    for ds in sets:
+        ds.set_epoch(2)
+    batches = [data.collate_pad([ds[i] for i in range(len(items))]) for ds in sets]
+    (want, _, labels), (clean, _, labels_later, rir, rir_len) = batches
+    assert torch.equal(labels, labels_later) and rir.shape[0] == len(items)
+    got = data.reverberate(clean, rir, rir_len)
+    has = rir_len > 0
+    assert 3 <= int(has.sum()) < len(items) - 3                      # both kinds present
+    assert torch.equal(got[~has], want[~has])                        # untouched: exactly
+    assert not torch.allclose(clean[has], want[has], atol=1e-3)      # the reverb did something
+    torch.testing.assert_close(got[has], want[has], rtol=0, atol=2e-6)
+    # Without RIRs in the folder nothing is deferred: the items stay (wave, label).
+    assert len(data.TrainCrops(items, 1.0, augment=data.Augmenter(musan, p=0.8),
+                               reverb_later=True)[0]) == 2
+
+
 @pytest.mark.parametrize("kind", sorted(SNR_DB))
 def test_achieved_snr_is_in_the_kinds_range(tmp_path, kind):
     musan, _ = musan_tree(str(tmp_path))

@@ -124,7 +124,7 @@ def test_loader_workers_default(monkeypatch):
     import devices
     assert devices.default_workers(torch.device("cpu"), 1) == 1
     monkeypatch.setattr(devices.os, "cpu_count", lambda: 64)
-    assert devices.default_workers(torch.device("cuda"), 1) == devices.GPU_LOADER_WORKERS == 8
+    assert devices.default_workers(torch.device("cuda"), 1) == devices.GPU_LOADER_WORKERS == 6
     assert devices.default_workers(torch.device("cuda"), 16) == 3      # 4 cores per process
     monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
     assert devices.default_workers(torch.device("cuda"), 1) == 1

@@ -30,6 +30,28 @@ def small_run_args(tmp_path, data="toy", out="run", steps=6, extra=()):
 
 
 @pytest.mark.slow
+def test_reverb_on_the_device_trains_as_in_the_workers(tmp_path):
+    """--reverb-on device (the default on a GPU) through the whole loop, here on the CPU:
+    the same crops, so the same losses step by step, to float precision."""
+    os.makedirs(tmp_path / "rirs")
+    for k in range(3):
+        rir = np.random.default_rng(k).uniform(-1, 1, 3000) * np.exp(-np.arange(3000) / 500)
+        rir[100 * (k + 1)] = 2.0
+        sf.write(str(tmp_path / "rirs" / f"r{k}.wav"), rir.astype(np.float32), 16000)
+    losses = {}
+    for where in ("workers", "device"):
+        train.main(small_run_args(tmp_path, out=where, steps=4, extra=[
+            "--rir", str(tmp_path / "rirs"), "--aug-prob", "0.7", "--reverb-on", where,
+            "--eval-every", "0", "--cohort-utts", "0"]))
+        config = json.loads((tmp_path / where / "config.json").read_text())
+        assert config["reverb_on"] == where
+        losses[where] = [r["task_loss"] for r in map(json.loads, open(tmp_path / where / "log.jsonl"))
+                         if "task_loss" in r]
+    assert len(losses["device"]) == 4
+    np.testing.assert_allclose(losses["device"], losses["workers"], rtol=1e-4)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["toy", "toy_spoof"])
 def test_end_to_end_toy_run(tmp_path, data, capsys):
     report = train.main(small_run_args(tmp_path, data))
