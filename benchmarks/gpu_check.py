@@ -34,6 +34,9 @@ arXiv 2508.16232; the model is WavLM, Chen et al. 2022, arXiv 2110.13900):
                         without gates vs ours gated, fp32 and bf16, and peak memory.
   inference_speedup     the ~70%-pruned model against the dense one, batch 1 x 10 s
                         and batch 64 x 3 s, fp32 and bf16, next to the MAC ratio.
+  reverb_on_device      data.reverberate (train.py --reverb-on device) on a batch of
+                        128 3-s crops, 0.5-s RIRs, on the device: equal to the
+                        loader's per-crop Augmenter.reverb on the CPU, and its time.
   train_toy             `python train.py --data toy --target 0.7 --device cuda
                         --amp bf16` end to end, as a subprocess: wall time, sparsity
                         and EER from its report.json.
@@ -61,6 +64,7 @@ import torchaudio
 
 from common import machine_header, macs, pruned_pair, time_interleaved  # puts the root on sys.path
 import classifier  # SSL -> pooling head -> loss head
+import data
 import devices
 # (root on sys.path)
 from pretrained import (load_pretrained, perturb_norms_and_biases_, torchaudio_hidden_states,
@@ -70,7 +74,7 @@ from wavlm_masked import PRUNE_UNITS, MaskedWavLM, WavLMConfig
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_RATE = 16000
 SECTIONS = ["oracle_torchaudio", "pruned_equals_masked", "bf16_autocast", "train_throughput",
-            "inference_speedup", "train_toy"]
+            "inference_speedup", "reverb_on_device", "train_toy"]
 NEEDS_CUDA = "needs CUDA"          # every skip reason for a GPU-only row starts with this
 
 # Limits of the correctness checks.
@@ -81,6 +85,7 @@ ORACLE_TOL = 1e-4                  # ours vs torchaudio, fp32 (the CPU oracle te
 PRUNED_TOL = 2e-5
 MIN_BF16_COSINE = 0.99             # bf16 vs fp32 embeddings: direction kept (cosine scoring)
 OVERHEAD_GOAL = 1.10               # gated / torchaudio training step
+REVERB_TOL = 1e-5                  # batched FFTs in fp32 on the device vs numpy's fp64 per crop
 
 
 # =============================================================================== results
@@ -583,6 +588,35 @@ def inference_speedup(sec, ctx):
     dense.cpu(), pruned.cpu()
 
 
+def reverb_on_device(sec, ctx):
+    """The reverb a GPU does for the loader (train.py --reverb-on device): one batch of
+    the SV recipe's 128 3-s crops, a third of them with a 0.5-s RIR, against the worker's
+    per-crop convolution on the CPU (data.Augmenter.reverb), and the batch's time."""
+    dev = ctx.device
+    batch, n = (8, SAMPLE_RATE) if ctx.quick else (128, 3 * SAMPLE_RATE)
+    g = torch.Generator().manual_seed(ctx.seed)
+    waves = torch.randn(batch, n, generator=g)                              # (B, S)
+    raw = [torch.randn(SAMPLE_RATE // 2, generator=g) * torch.exp(-torch.arange(SAMPLE_RATE // 2)
+                                                                   / 1000.0) for _ in range(batch)]
+    rirs = [data.Augmenter.aligned_rir(r) if b % 3 == 0 else torch.zeros(0)
+            for b, r in enumerate(raw)]
+    *_, rir_pad, rir_len = data.collate_pad([(w, 0, r) for w, r in zip(waves, rirs)])
+    want = torch.stack([data.Augmenter.reverb(w, raw[b]) if b % 3 == 0 else w
+                        for b, w in enumerate(waves)])
+    args = (waves.to(dev), rir_pad.to(dev), rir_len.to(dev))
+    got = data.reverberate(*args).cpu()
+    diff = max_diff(got, want)
+    sec.check(f"reverberate on {dev.type}, {batch} x {n / SAMPLE_RATE:g}-s crops, every third "
+              f"with a RIR == Augmenter.reverb per crop on the CPU", diff, diff <= REVERB_TOL,
+              limit=f"<= {REVERB_TOL:g}")
+    times = time_device({"reverberate": lambda: data.reverberate(*args)}, 2, 3 if ctx.quick else 20,
+                        dev)
+    ms = 1e3 * times["reverberate"]
+    sec.info(f"reverberate on {dev.type}: ms per batch of {batch}", ms,
+             result=f"{ms:.2f} ms ({1e3 * ms / batch:.1f} us per crop; a loader worker's CPU "
+                    f"reverb takes 2,000-2,500 us per reverberated crop)")
+
+
 def train_toy(sec, ctx):
     """The README's toy command on this device, as a separate process (nothing may import
     train.py), with its own output folder and a private corpus cache, so it generates
@@ -661,7 +695,8 @@ def steps_per_second(log_path):
 
 FUNCTIONS = {"oracle_torchaudio": oracle_torchaudio, "pruned_equals_masked": pruned_equals_masked,
              "bf16_autocast": bf16_autocast, "train_throughput": train_throughput,
-             "inference_speedup": inference_speedup, "train_toy": train_toy}
+             "inference_speedup": inference_speedup, "reverb_on_device": reverb_on_device,
+             "train_toy": train_toy}
 assert list(FUNCTIONS) == SECTIONS
 
 

@@ -16,7 +16,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 SECTIONS = ["oracle_torchaudio", "pruned_equals_masked", "bf16_autocast", "train_throughput",
-            "inference_speedup", "train_toy"]
+            "inference_speedup", "reverb_on_device", "train_toy"]
 VARIANTS = ["torchaudio", "ours, no gates", "ours, gated", "ours, gated+deploy"]
 
 
