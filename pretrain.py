@@ -17,7 +17,8 @@ The recipe (docs/method.md Sec. 9):
    label t and CNN frame t describe the same samples. 13 coefficients + deltas + delta-
    deltas = 39 dims (HuBERT's first-iteration features), the utterance mean removed (the
    toy's sessions differ mostly by channel EQ, which is a constant offset in the cepstrum;
-   clusters should follow phones, not microphones). k-means with K = 100 clusters on a
+   clusters should follow phones, not microphones; `--targets mfcc` keeps the mean, and
+   with it what the average envelope says about the voice). k-means with K = 100 clusters on a
    sample of frames gives every frame a label z_t = argmin_k ||m_t - c_k||.
 2. Span masking (HuBERT Sec. II-B, as in wav2vec 2.0): int(p T / l + u) spans of l = 10
    frames start at distinct random frames (p = 0.8, u ~ U[0, 1)); they overlap, so about
@@ -92,10 +93,17 @@ def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
     return torch.cat([m, d1, d2]).T                                          # (T, 39)
 
 
-def mfcc_frames(wave: torch.Tensor) -> torch.Tensor:
-    """(S,) -> (T, 39) mfcc_features with the utterance mean removed: the k-means input."""
+TARGETS = {"mfcc-cmn": "MFCC frames with the utterance mean removed (HuBERT's first "
+                       "iteration): clusters follow the sounds, not the session",
+           "mfcc": "MFCC frames as computed: the mean keeps each voice's average spectral "
+                   "envelope (and its channel), so the targets can carry who speaks"}
+
+
+def mfcc_frames(wave: torch.Tensor, remove_mean: bool = True) -> torch.Tensor:
+    """(S,) -> (T, 39) mfcc_features, by default with the utterance mean removed (cepstral
+    mean normalisation, --targets mfcc-cmn): the k-means input."""
     feats = mfcc_features(wave)
-    return feats - feats.mean(0, keepdim=True)
+    return feats - feats.mean(0, keepdim=True) if remove_mean else feats
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
@@ -382,6 +390,10 @@ def train(args):
         state = read_checkpoint(ckpt_path) if args.resume else None
     except ValueError as e:                        # a damaged checkpoint: our words, no traceback
         run_folder.fail(e)
+    before = state and state["args"].get("targets", "mfcc-cmn")     # older runs: mfcc-cmn
+    if before and before != args.targets:
+        run_folder.fail(f"{out} was pre-trained with --targets {before}; resume with the same "
+                        f"--targets or choose another --out")
     root, paths, info, targets, held, train_set, heldout, perplexity = pretraining_data(args, state)
     if state is not None and state["files_hash"] != files_hash(root, paths):
         run_folder.fail(f"{out} was pre-trained on another set of files ({state['files']} "
@@ -461,7 +473,7 @@ def load_corpus(args):
         waves = (data.load_audio(p) for p in paths)           # one at a time: a real corpus
         feats, lengths = [], []                               # does not fit in memory
         for wave in waves:
-            feats.append(mfcc_frames(wave))
+            feats.append(mfcc_frames(wave, remove_mean=args.targets == "mfcc-cmn"))
             lengths.append(len(wave))
     except (OSError, RuntimeError, ValueError) as e:
         run_folder.fail(e)
@@ -613,6 +625,8 @@ def parse_args(argv=None):
                    help="frames sampled for k-means")
     p.add_argument("--mask-prob", type=float, default=0.8)
     p.add_argument("--mask-length", type=int, default=10)
+    p.add_argument("--targets", choices=list(TARGETS), default="mfcc-cmn",
+                   help="k-means input: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
     p.add_argument("--mix-prob", type=float, default=0.0,
                    help="share of crops with another utterance mixed in (WavLM); 0 = HuBERT")
     p.add_argument("--eval-every", type=int, default=500,

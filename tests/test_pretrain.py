@@ -15,6 +15,7 @@ import pytest
 import torch
 import transformers
 
+import data
 import pretrain
 import toy_corpus
 from pretrained import load_pretrained, unilm_checkpoint
@@ -189,6 +190,27 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     log = (tmp_path / "interrupted" / "run" / "log.jsonl").read_text().splitlines()
     assert len(log) == 5                                # one line per step
+
+
+@pytest.mark.slow
+def test_targets_choose_the_mean_removal_and_a_resume_keeps_them(tmp_path, capsys):
+    """--targets mfcc: the k-means input is the MFCC frames as computed; mfcc-cmn (the
+    default) removes each utterance's mean. A run resumed with the other choice would
+    label its frames in another space than its centroids: refused."""
+    args = lambda *extra: pretrain.parse_args(["--data", "toy", "--toy-size", "tiny", "--cache-dir",
+                                               str(tmp_path / "cache"), *extra])
+    _, paths, raw, _, _ = pretrain.load_corpus(args("--targets", "mfcc"))
+    _, _, cmn, _, _ = pretrain.load_corpus(args())
+    for path, r, c in zip(paths, raw, cmn):
+        want = pretrain.mfcc_features(data.load_audio(path))
+        assert torch.equal(r, want) and torch.allclose(c, want - want.mean(0), atol=1e-5)
+        assert r.mean(0).abs().max() > 1.0                   # the mean is there to remove
+    run(tmp_path, "--steps", "2", "--targets", "mfcc")
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["args"]["targets"] == "mfcc"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--resume")
+    assert e.value.code == 2 and "--targets mfcc;" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
