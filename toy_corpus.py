@@ -572,6 +572,24 @@ def _atomic_build(root, params, build):
     return info
 
 
+def sv_session(seed, role, i, s):
+    """Session s of SV speaker i (role "train" or "test") -> (video id, speaker state,
+    channel). Each piece has its own random stream, keyed by its indices: any file can
+    be made alone, in any order, and comes out the same (sv_file)."""
+    r = 0 if role == "train" else 1
+    spk = make_speaker(np.random.default_rng([seed, 1, r, i]))
+    rng = np.random.default_rng([seed, 2, r, i, s])
+    return _video_id(rng), session_state(spk, rng), make_channel(rng)
+
+
+def sv_file(seed, cfg, role, i, s, u, session=None):
+    """Utterance u of sv_session(seed, role, i, s) -> float samples in [-1, 1]."""
+    _, state, chan = session or sv_session(seed, role, i, s)
+    urng = np.random.default_rng([seed, 3, 0 if role == "train" else 1, i, s, u])
+    wave, _, _ = synthesize(state, urng, urng.uniform(*cfg["dur"]))
+    return apply_channel(wave, chan, urng)
+
+
 def make_toy_sv(root, seed=0, size="default"):
     """Write a VoxCeleb1-style SV corpus to root: wav/idXXXXX/<video>/NNNNN.wav
     and veri_test2.txt ("label enroll test"), test speakers disjoint from the
@@ -584,19 +602,13 @@ def make_toy_sv(root, seed=0, size="default"):
         groups = [("train", i, f"id{10001 + i}") for i in range(cfg["train_spk"])]
         groups += [("test", i, f"id{10270 + i}") for i in range(cfg["test_spk"])]
         for role, i, spk_id in groups:
-            r = 0 if role == "train" else 1
-            spk = make_speaker(np.random.default_rng([seed, 1, r, i]))
-            n_sess, n_utt = cfg[f"{role}_sess"], cfg[f"{role}_utt"]
-            for s in range(n_sess):
-                rng = np.random.default_rng([seed, 2, r, i, s])
-                video, state, chan = _video_id(rng), session_state(spk, rng), make_channel(rng)
-                for u in range(n_utt):
-                    urng = np.random.default_rng([seed, 3, r, i, s, u])
-                    wave, _, _ = synthesize(state, urng, urng.uniform(*cfg["dur"]))
-                    rel = f"{spk_id}/{video}/{u + 1:05d}.wav"
-                    os.makedirs(os.path.join(tmp, "wav", spk_id, video), exist_ok=True)
-                    sf.write(os.path.join(tmp, "wav", rel), apply_channel(wave, chan, urng), SR,
-                             subtype="PCM_16")
+            for s in range(cfg[f"{role}_sess"]):
+                session = sv_session(seed, role, i, s)
+                for u in range(cfg[f"{role}_utt"]):
+                    rel = f"{spk_id}/{session[0]}/{u + 1:05d}.wav"
+                    os.makedirs(os.path.join(tmp, "wav", spk_id, session[0]), exist_ok=True)
+                    sf.write(os.path.join(tmp, "wav", rel),
+                             sv_file(seed, cfg, role, i, s, u, session), SR, subtype="PCM_16")
                     n_files += 1
                     if role == "test":
                         test_utts.setdefault(spk_id, []).append((s, rel))
@@ -654,6 +666,34 @@ CM_SPLITS = {"train": ("T", "flac_T", "ASVspoof5.train.tsv"),
 ATTACK_TAGS = {"A01": "AC1", "A02": "AC2", "A03": "AC3", "A04": "AC4", "A05": "AC5"}
 
 
+def cm_jobs(seed, cfg, r, split):
+    """The files of CM split number r, in file order -> [(job index j, speaker index,
+    attack or "bonafide")]: bona fide files per speaker, then the spoofs spread over the
+    speakers, shuffled."""
+    n_spk, n_bona, attacks = cfg[split]
+    jobs = [(i, "bonafide") for i in range(n_spk) for _ in range(n_bona)]
+    jobs += [(j % n_spk, a) for a, k in attacks.items() for j in range(k)]
+    order = np.random.default_rng([seed, 12, r]).permutation(len(jobs))
+    return [(int(j), *jobs[j]) for j in order]
+
+
+def cm_file(seed, cfg, r, split, j, i, attack, speaker=None):
+    """Job j of split number r (speaker i, the attack) -> (float samples, codec or "-").
+    Its own random stream, keyed by (r, j): any file can be made alone (cm_jobs)."""
+    rng = np.random.default_rng([seed, 13, r, j])
+    spk = session_state(speaker or make_speaker(np.random.default_rng([seed, 11, r, i])), rng)
+    wave, f0, vg = synthesize(spk, rng, rng.uniform(*cfg["dur"]))
+    if attack != "bonafide":
+        wave = vocode(wave, f0, vg, attack, rng)
+        wave = wave / (np.abs(wave).max() + 1e-9)
+    y = apply_channel(wave, make_channel(rng, "cm"), rng)
+    codec = "-"
+    if split == "eval" and rng.random() < cfg["eval_codec_p"]:
+        codec = CODECS[rng.integers(len(CODECS))]
+        y = apply_codec(y, codec, rng)
+    return y, codec
+
+
 def make_toy_cm(root, seed=0, size="default"):
     """Write an ASVspoof5-style CM corpus to root: flac_T/, flac_D/,
     flac_E_eval/ and the three ASVspoof5.*.tsv protocols (10 columns).
@@ -664,28 +704,13 @@ def make_toy_cm(root, seed=0, size="default"):
     def build(tmp):
         counts = {}
         for r, (split, (prefix, folder, proto)) in enumerate(CM_SPLITS.items()):
-            n_spk, n_bona, attacks = cfg[split]
             os.makedirs(os.path.join(tmp, folder))
-            spks = [make_speaker(np.random.default_rng([seed, 11, r, i])) for i in range(n_spk)]
-            # Jobs: bona fide files per speaker, then spoofs spread over speakers.
-            jobs = [(i, "bonafide") for i in range(n_spk) for _ in range(n_bona)]
-            jobs += [(j % n_spk, a) for a, k in attacks.items() for j in range(k)]
-            order = np.random.default_rng([seed, 12, r]).permutation(len(jobs))
+            spks = [make_speaker(np.random.default_rng([seed, 11, r, i]))
+                    for i in range(cfg[split][0])]
             lines = []
-            for num, j in enumerate(order):
-                i, attack = jobs[j]
-                rng = np.random.default_rng([seed, 13, r, int(j)])
-                spk = session_state(spks[i], rng)
-                wave, f0, vg = synthesize(spk, rng, rng.uniform(*cfg["dur"]))
-                if attack != "bonafide":
-                    wave = vocode(wave, f0, vg, attack, rng)
-                    wave = wave / (np.abs(wave).max() + 1e-9)
+            for num, (j, i, attack) in enumerate(cm_jobs(seed, cfg, r, split)):
+                y, codec = cm_file(seed, cfg, r, split, j, i, attack, spks[i])
                 fid = f"{prefix}_{num:010d}"
-                y = apply_channel(wave, make_channel(rng, "cm"), rng)
-                codec = "-"
-                if split == "eval" and rng.random() < cfg["eval_codec_p"]:
-                    codec = CODECS[rng.integers(len(CODECS))]
-                    y = apply_codec(y, codec, rng)
                 sf.write(os.path.join(tmp, folder, fid + ".flac"), y, SR, subtype="PCM_16")
                 key = "bonafide" if attack == "bonafide" else "spoof"
                 tag = "-" if key == "bonafide" else ATTACK_TAGS[attack]
