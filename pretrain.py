@@ -18,7 +18,9 @@ The recipe (docs/method.md Sec. 9):
    deltas = 39 dims (HuBERT's first-iteration features), the utterance mean removed (the
    toy's sessions differ mostly by channel EQ, which is a constant offset in the cepstrum;
    clusters should follow phones, not microphones; `--targets mfcc` keeps the mean, and
-   with it what the average envelope says about the voice). k-means with K = 100 clusters on a
+   with it what the average envelope says about the voice; `--targets layer:L
+   --targets-from CK` clusters layer L of a first model instead, HuBERT's second
+   iteration). k-means with K = 100 clusters on a
    sample of frames gives every frame a label z_t = argmin_k ||m_t - c_k||.
 2. Span masking (HuBERT Sec. II-B, as in wav2vec 2.0): int(p T / l + u) spans of l = 10
    frames start at distinct random frames (p = 0.8, u ~ U[0, 1)); they overlap, so about
@@ -96,7 +98,9 @@ def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
 TARGETS = {"mfcc-cmn": "MFCC frames with the utterance mean removed (HuBERT's first "
                        "iteration): clusters follow the sounds, not the session",
            "mfcc": "MFCC frames as computed: the mean keeps each voice's average spectral "
-                   "envelope (and its channel), so the targets can carry who speaks"}
+                   "envelope (and its channel), so the targets can carry who speaks",
+           "layer:L": "the hidden states of layer L of the model --targets-from names "
+                      "(HuBERT's second iteration: k-means on what the first model learned)"}
 
 
 def mfcc_frames(wave: torch.Tensor, remove_mean: bool = True) -> torch.Tensor:
@@ -104,6 +108,25 @@ def mfcc_frames(wave: torch.Tensor, remove_mean: bool = True) -> torch.Tensor:
     mean normalisation, --targets mfcc-cmn): the k-means input."""
     feats = mfcc_features(wave)
     return feats - feats.mean(0, keepdim=True) if remove_mean else feats
+
+
+def target_features(targets: str, targets_from: str = None):
+    """--targets -> a function wave (S,) -> (T, D) frames for the k-means, on the model's
+    frame grid: the MFCC frames (D = 39), or the hidden states of layer L (0 = the
+    transformer's input) of a pre-trained model (D = its width; HuBERT Sec. II-C: the
+    second iteration clusters the first model's layer 6 of 12)."""
+    if not targets.startswith("layer:"):
+        return lambda wave: mfcc_frames(wave, remove_mean=targets == "mfcc-cmn")
+    model, layer = pretrained.load_pretrained(targets_from).eval(), int(targets.split(":")[1])
+    if not 0 <= layer <= model.config.num_layers:
+        raise ValueError(f"--targets {targets}: {targets_from} has layers 0 to "
+                         f"{model.config.num_layers}")
+
+    @torch.inference_mode()
+    def frames(wave):
+        hidden, _ = model(wave[None].float())
+        return hidden[layer][0].float().clone()                         # (T, D)
+    return frames
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
@@ -390,10 +413,12 @@ def train(args):
         state = read_checkpoint(ckpt_path) if args.resume else None
     except ValueError as e:                        # a damaged checkpoint: our words, no traceback
         run_folder.fail(e)
-    before = state and state["args"].get("targets", "mfcc-cmn")     # older runs: mfcc-cmn
-    if before and before != args.targets:
-        run_folder.fail(f"{out} was pre-trained with --targets {before}; resume with the same "
-                        f"--targets or choose another --out")
+    before = state and (state["args"].get("targets", "mfcc-cmn"),   # older runs: mfcc-cmn
+                        state["args"].get("targets_from"))
+    if before and before != (args.targets, args.targets_from):
+        run_folder.fail(f"{out} was pre-trained with --targets {before[0]}"
+                        + (f" --targets-from {before[1]}" if before[1] else "")
+                        + "; resume with the same targets or choose another --out")
     root, paths, info, targets, held, train_set, heldout, perplexity = pretraining_data(args, state)
     if state is not None and state["files_hash"] != files_hash(root, paths):
         run_folder.fail(f"{out} was pre-trained on another set of files ({state['files']} "
@@ -469,11 +494,12 @@ def load_corpus(args):
             root = args.data_root
             info = dict(kind="folder", root=root)
         paths = list_audio(root)
-        print(f"reading {len(paths)} files for their MFCC frames ...", flush=True)
+        features = target_features(args.targets, args.targets_from)
+        print(f"reading {len(paths)} files for their {args.targets} frames ...", flush=True)
         waves = (data.load_audio(p) for p in paths)           # one at a time: a real corpus
         feats, lengths = [], []                               # does not fit in memory
         for wave in waves:
-            feats.append(mfcc_frames(wave, remove_mean=args.targets == "mfcc-cmn"))
+            feats.append(features(wave))
             lengths.append(len(wave))
     except (OSError, RuntimeError, ValueError) as e:
         run_folder.fail(e)
@@ -625,8 +651,11 @@ def parse_args(argv=None):
                    help="frames sampled for k-means")
     p.add_argument("--mask-prob", type=float, default=0.8)
     p.add_argument("--mask-length", type=int, default=10)
-    p.add_argument("--targets", choices=list(TARGETS), default="mfcc-cmn",
+    p.add_argument("--targets", default="mfcc-cmn",
                    help="k-means input: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
+    p.add_argument("--targets-from", metavar="CHECKPOINT",
+                   help="--targets layer:L: the pre-trained model (e.g. a first iteration's "
+                        "tiny_wavlm.pt)")
     p.add_argument("--mix-prob", type=float, default=0.0,
                    help="share of crops with another utterance mixed in (WavLM); 0 = HuBERT")
     p.add_argument("--eval-every", type=int, default=500,
@@ -654,6 +683,11 @@ def parse_args(argv=None):
         p.error("--mix-prob must be in [0, 1]")
     if args.clusters < 2:
         p.error("--clusters must be at least 2")
+    layer = args.targets.startswith("layer:") and args.targets[6:]
+    if args.targets not in ("mfcc-cmn", "mfcc") and not (layer and layer.isdigit()):
+        p.error(f"--targets {args.targets}: choose mfcc-cmn, mfcc or layer:L (L a layer number)")
+    if bool(layer) != bool(args.targets_from):
+        p.error("--targets layer:L and --targets-from CHECKPOINT go together")
     if args.crop_seconds * SAMPLE_RATE < WINDOW + HOP * args.mask_length:
         p.error(f"--crop-seconds must hold more than one mask span "
                 f"({(WINDOW + HOP * args.mask_length) / SAMPLE_RATE:g} s)")

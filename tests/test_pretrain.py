@@ -213,6 +213,35 @@ def test_targets_choose_the_mean_removal_and_a_resume_keeps_them(tmp_path, capsy
     assert e.value.code == 2 and "--targets mfcc;" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_second_iteration_clusters_a_layer_of_the_first_model(tmp_path, capsys):
+    """--targets layer:L --targets-from CK (HuBERT's second iteration): the k-means input
+    is layer L of the first model's hidden states, one frame per label as with MFCCs."""
+    run(tmp_path / "first", "--steps", "2")
+    first = str(tmp_path / "first" / "run" / "tiny_wavlm.pt")
+    args = pretrain.parse_args(["--data", "toy", "--toy-size", "tiny", "--cache-dir",
+                                str(tmp_path / "first" / "cache"), "--targets", "layer:2",
+                                "--targets-from", first])
+    _, paths, feats, _, _ = pretrain.load_corpus(args)
+    model = load_pretrained(first).eval()
+    for path, f in zip(paths, feats):
+        wave = data.load_audio(path)
+        with torch.no_grad():
+            hidden, _ = model(wave[None])
+        assert torch.allclose(f, hidden[2][0], atol=1e-6)
+        assert f.shape[0] == pretrain.mfcc_frames(wave).shape[0]          # the label grid
+    report = run(tmp_path / "first", "--steps", "2", "--out", str(tmp_path / "second"),
+                 "--targets", "layer:2", "--targets-from", first)
+    assert report["steps"] == 2
+    capsys.readouterr()
+    for bad, says in ((["--targets", "layer:9", "--targets-from", first], "has layers 0 to 4"),
+                      (["--targets", "layer:x", "--targets-from", first], "choose mfcc-cmn"),
+                      (["--targets", "layer:2"], "go together")):
+        with pytest.raises(SystemExit) as e:
+            run(tmp_path / "first", "--steps", "2", "--out", str(tmp_path / "bad"), *bad)
+        assert e.value.code == 2 and says in capsys.readouterr().err, bad
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pretrain.main(["--data-root", str(tmp_path / "nope")])
