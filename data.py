@@ -72,11 +72,16 @@ def _read_mono(f, frames=-1):
     own conversion gives the same values (x / 32768, exact in float32) 2.5x slower, and
     it was the largest cost of reading a training crop after opening the file."""
     if f.subtype == "PCM_16":
-        x = np.multiply(f.read(frames, dtype="int16", always_2d=True), 1 / 32768,
-                        dtype=np.float32)
-    else:
-        x = f.read(frames, dtype="float32", always_2d=True)
+        return _pcm16_to_mono(f.read(frames, dtype="int16", always_2d=True))
+    x = f.read(frames, dtype="float32", always_2d=True)
     return x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)    # average channels to mono
+
+
+def _pcm16_to_mono(ints):
+    """(S, channels) int16 -> (S,) float32 in [-1, 1): x / 32768 (exact in float32),
+    channels averaged."""
+    x = np.multiply(ints, 1 / 32768, dtype=np.float32)
+    return x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
 
 
 def read_samples(path, start=0, stop=None):
@@ -640,9 +645,7 @@ def _read_pcm16_window(fh, layout, n, rng):
     if len(raw) != 2 * channels * n:
         raise RuntimeError(f"{len(raw) // (2 * channels)} samples from {start}, header: "
                            f"{frames}; the file changed while it was read")
-    x = np.multiply(np.frombuffer(raw, "<i2").reshape(n, channels), 1 / 32768,
-                    dtype=np.float32)                                   # (S, channels)
-    return x[:, 0] if channels == 1 else x.mean(axis=1)
+    return _pcm16_to_mono(np.frombuffer(raw, "<i2").reshape(n, channels))
 
 
 def read_random_window(path, n, rng):
@@ -662,12 +665,13 @@ def read_random_window(path, n, rng):
             layout = pcm16_wav_layout(fh.read(WAV_HEADER_BYTES), os.fstat(fh.fileno()).st_size)
             if layout is not None and layout[3] == SAMPLE_RATE and layout[1] >= n:
                 return torch.from_numpy(_read_pcm16_window(fh, layout, n, rng))
-        with sf.SoundFile(path) as f:
-            frames, sr = f.frames, f.samplerate
-            if sr == SAMPLE_RATE and frames >= n:
-                start = int(rng.integers(0, frames - n + 1))
-                f.seek(start)
-                x = _read_mono(f, n)
+            fh.seek(0)                                     # anything else: soundfile, same file
+            with sf.SoundFile(fh) as f:
+                frames, sr = f.frames, f.samplerate
+                if sr == SAMPLE_RATE and frames >= n:
+                    start = int(rng.integers(0, frames - n + 1))
+                    f.seek(start)
+                    x = _read_mono(f, n)
     except Exception as e:
         raise RuntimeError(f"cannot read audio file {path}: {e}") from e
     if sr != SAMPLE_RATE or frames < n:

@@ -635,23 +635,21 @@ def same_file(path, samples, scratch):
 def sv_files_again(root, scratch):
     """(files checked, files that differ): every 7th SV file made again alone, last first."""
     cfg = toy_corpus.SIZES["sv"]["default"]
-    keys = [(role, i, s, u) for role, speakers, first in (("train", cfg["train_spk"], 10001),
-                                                          ("test", cfg["test_spk"], 10270))
+    keys = [(role, i, s, u) for role, speakers in (("train", cfg["train_spk"]),
+                                                   ("test", cfg["test_spk"]))
             for i in range(speakers) for s in range(cfg[f"{role}_sess"])
             for u in range(cfg[f"{role}_utt"])]
     listed = {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
               if f.endswith(".wav")}
-    expected = set()
-    for role, i, s, u in keys:
+
+    def rel_path(role, i, s, u):
         spk_id = f"id{(10001 if role == 'train' else 10270) + i}"
-        expected.add(f"wav/{spk_id}/{toy_corpus.sv_session(0, role, i, s)[0]}/{u + 1:05d}.wav")
-    assert listed == expected                                  # every file where it belongs
-    bad, sample = [], keys[::7][::-1]
-    for role, i, s, u in sample:
-        spk_id = f"id{(10001 if role == 'train' else 10270) + i}"
-        path = f"{root}/wav/{spk_id}/{toy_corpus.sv_session(0, role, i, s)[0]}/{u + 1:05d}.wav"
-        if not same_file(path, toy_corpus.sv_file(0, cfg, role, i, s, u), scratch):
-            bad.append(path)
+        return f"wav/{spk_id}/{toy_corpus.sv_session(0, role, i, s)[0]}/{u + 1:05d}.wav"
+    assert listed == {rel_path(*key) for key in keys}          # every file where it belongs
+    sample = keys[::7][::-1]
+    bad = [rel_path(*key) for key in sample
+           if not same_file(os.path.join(root, rel_path(*key)),
+                            toy_corpus.sv_file(0, cfg, *key), scratch)]
     return len(sample), bad
 
 
