@@ -65,6 +65,16 @@ def setup_distributed(device_choice):
     return device, rank, world
 
 
+def setup_process(device_choice, threads, amp):
+    """A training process's start: -> (device, rank, world, the amp it can run). Sets the
+    compute threads; says so when bf16 falls back to fp32 on a CPU."""
+    device, rank, world = setup_distributed(device_choice)
+    setup_threads(threads, rank == 0)
+    if effective_amp(amp, device) != amp and rank == 0:
+        print("note: --amp bf16 needs a CUDA device; training in fp32 on the CPU")
+    return device, rank, world, effective_amp(amp, device)
+
+
 GPU_LOADER_WORKERS = 6    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
                           # ~3,100 augmented 3-s crops/s; one worker makes 870-1,300 with the
                           # reverb on the GPU: 3-4, and half as many again for disk reads

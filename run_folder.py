@@ -38,6 +38,17 @@ def stopped(logger, stop, step, total, argv, world, is_main):
     sys.exit(stop.exit_code())
 
 
+def interrupted(stop, out, argv):
+    """A signal outside the loop (loading, the final evaluation) or a second Ctrl-C: leave
+    at once, and say where the run can continue from."""
+    ckpt = os.path.join(out, "checkpoint.pt")
+    print(f"\n{stop.name}: stopped. " + (
+        f"The last checkpoint is {ckpt}; continue with:\n  {resume_command(argv)}"
+        if os.path.exists(ckpt) else "Nothing was saved yet; run the same command again."),
+        file=sys.stderr)
+    sys.exit(stop.exit_code())
+
+
 def resume_command(argv, world=1) -> str:
     """The command line that continues this run: the same arguments plus --resume."""
     args = [a for a in argv if a not in ("--resume", "--re-export")] + ["--resume"]

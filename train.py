@@ -22,7 +22,7 @@ of the steps "settle": the structure is set to exactly the target size and froze
 weights fine-tune it, and the exported weights may be the average of snapshots taken
 there. The recipes, the command line and the step schedules are in recipes.py
 (`python train.py --help`); this file reads top to bottom: the method's small parts,
-building, set-up, the loop, the end (evaluate, prune, report), main.
+building, set-up, each step, the end (evaluate, prune, report), the run, main.
 """
 
 import math
@@ -138,19 +138,6 @@ def settle(ssl: MaskedWavLM, params0, target, logger, step):
 
 
 # ---------------------------------------------------------------------------- set-up
-def setup_process(args):
-    """Device, rank and world size (torchrun), compute threads, and what --amp can do here."""
-    try:
-        device, rank, world = devices.setup_distributed(args.device)
-    except ValueError as e:
-        run_folder.fail(e)
-    devices.setup_threads(args.threads, rank == 0)
-    amp = devices.effective_amp(args.amp, device)
-    if amp != args.amp and rank == 0:
-        print("note: --amp bf16 needs a CUDA device; training in fp32 on the CPU")
-    return device, rank, world, amp
-
-
 def load_inputs(args, is_main, world):
     """Everything that can fail on the user's input, before anything is written to --out:
     the SSL checkpoint, the dataset (parsed or generated, every file checked; rank 0 first,
@@ -225,7 +212,7 @@ def start_run(args, device, world, is_main, amp, t_start) -> Run:
                params0, step, attempts, logger, t_start, workers)
 
 
-# ------------------------------------------------------------------------------ loop
+# ------------------------------------------------------------------------ each step
 def train_step(run: Run, waves, labels, args, device, amp, rirs=()) -> list:
     """One optimisation step of eq. (1) -> the logged values, in one host-device sync.
     rirs: (RIRs (B, L), their lengths (B,)) when the loader left the reverb to us."""
@@ -298,53 +285,6 @@ def periodic_eval(model, spec, device, amp, logger, step):
                  f"minDCF {m['min_dcf']:.4f} (deterministic masks)")
 
 
-def train(args, stop, argv):
-    device, rank, world, amp = setup_process(args)
-    is_main = rank == 0
-    if run_folder.check_out_folder(args.out, args.resume, args.re_export):
-        return None
-    run = start_run(args, device, world, is_main, amp, time.time())
-    sched, logger = run.sched, run.logger
-
-    # --- the loop: one optimisation step of eq. (1) per batch
-    stop.defer()                        # from here on, a signal ends the loop after its step
-    loader_gen = torch.Generator()      # the loader must not draw from the global RNG (resume)
-    last_save = time.time()
-    while run.step < sched.total_steps:
-        epoch, offset = divmod(run.step, sched.steps_per_epoch)
-        run.train_set.set_epoch(epoch)
-        batches = datasets.epoch_batches(len(run.train_set), args.batch_size, epoch, args.seed,
-                                         rank, world)
-        loader = DataLoader(run.train_set, batch_sampler=batches[offset:],
-                            num_workers=run.workers, collate_fn=datasets.collate_pad,
-                            generator=loader_gen, pin_memory=device.type == "cuda")
-        for waves, _, labels, *rirs in loader:
-            *values, target, lr = train_step(run, waves, labels, args, device, amp, rirs)
-            if not math.isfinite(values[0]):
-                run_folder.fail(f"loss is {values[0]} at step {run.step}; the last good "
-                                f"checkpoint is {os.path.join(args.out, 'checkpoint.pt')}: lower "
-                                f"--lr or --reg-lr and --resume", is_main)
-            logger.log_step(run.step, values, target, run.params0, lr,
-                            round(time.time() - run.t_start, 2))
-            if args.eval_every and run.step % args.eval_every == 0 and run.step < sched.total_steps:
-                if is_main:
-                    periodic_eval(run.model, run.spec, device, amp, logger, run.step)
-                barrier(world)
-            stopping, last_save = save_progress(run, args, stop, is_main, world, device, last_save)
-            if stopping:
-                run_folder.stopped(logger, stop, run.step, sched.total_steps, argv, world, is_main)
-            if run.step >= sched.total_steps:
-                break
-    logger.close()
-
-    stop.deferred = False                 # a signal during the final evaluation ends it at once
-    report = finish(run, device, args, amp) if is_main else None
-    barrier(world)
-    if world > 1:
-        dist.destroy_process_group()
-    return report
-
-
 # ---------------------------------------------------------------------- the end
 def final_scores(model, spec, device, args, amp):
     """Masked and pruned metrics (the raw scores must agree) and pruned_model.pt; for SV
@@ -399,6 +339,57 @@ def finish(run: Run, device, args, amp):
     return report
 
 
+# ------------------------------------------------------------------------ the run
+def train(args, stop, argv):
+    try:
+        device, rank, world, amp = devices.setup_process(args.device, args.threads, args.amp)
+    except ValueError as e:                              # e.g. --device cuda without one
+        run_folder.fail(e)
+    is_main = rank == 0
+    if run_folder.check_out_folder(args.out, args.resume, args.re_export):
+        return None
+    run = start_run(args, device, world, is_main, amp, time.time())
+    sched, logger = run.sched, run.logger
+
+    # --- the loop: one optimisation step of eq. (1) per batch
+    stop.defer()                        # from here on, a signal ends the loop after its step
+    loader_gen = torch.Generator()      # the loader must not draw from the global RNG (resume)
+    last_save = time.time()
+    while run.step < sched.total_steps:
+        epoch, offset = divmod(run.step, sched.steps_per_epoch)
+        run.train_set.set_epoch(epoch)
+        batches = datasets.epoch_batches(len(run.train_set), args.batch_size, epoch, args.seed,
+                                         rank, world)
+        loader = DataLoader(run.train_set, batch_sampler=batches[offset:],
+                            num_workers=run.workers, collate_fn=datasets.collate_pad,
+                            generator=loader_gen, pin_memory=device.type == "cuda")
+        for waves, _, labels, *rirs in loader:
+            *values, target, lr = train_step(run, waves, labels, args, device, amp, rirs)
+            if not math.isfinite(values[0]):
+                run_folder.fail(f"loss is {values[0]} at step {run.step}; the last good "
+                                f"checkpoint is {os.path.join(args.out, 'checkpoint.pt')}: lower "
+                                f"--lr or --reg-lr and --resume", is_main)
+            logger.log_step(run.step, values, target, run.params0, lr,
+                            round(time.time() - run.t_start, 2))
+            if args.eval_every and run.step % args.eval_every == 0 and run.step < sched.total_steps:
+                if is_main:
+                    periodic_eval(run.model, run.spec, device, amp, logger, run.step)
+                barrier(world)
+            stopping, last_save = save_progress(run, args, stop, is_main, world, device, last_save)
+            if stopping:
+                run_folder.stopped(logger, stop, run.step, sched.total_steps, argv, world, is_main)
+            if run.step >= sched.total_steps:
+                break
+    logger.close()
+
+    stop.deferred = False                 # a signal during the final evaluation ends it at once
+    report = finish(run, device, args, amp) if is_main else None
+    barrier(world)
+    if world > 1:
+        dist.destroy_process_group()
+    return report
+
+
 # ------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
@@ -406,13 +397,8 @@ def main(argv=None):
     stop = devices.StopRequest()          # Ctrl-C / SIGTERM: finish the step, save, exit
     try:
         return train(args, stop, argv)
-    except KeyboardInterrupt:                # before the loop, in the final evaluation, or
-        ckpt = os.path.join(args.out, "checkpoint.pt")     # a second Ctrl-C: leave at once
-        print(f"\n{stop.name}: stopped. " + (
-            f"The last checkpoint is {ckpt}; continue with:\n  {run_folder.resume_command(argv)}"
-            if os.path.exists(ckpt) else "Nothing was saved yet; run the same command again."),
-            file=sys.stderr)
-        sys.exit(stop.exit_code())
+    except KeyboardInterrupt:          # before the loop, in the final evaluation, or a
+        run_folder.interrupted(stop, args.out, argv)                   # second Ctrl-C
     finally:
         stop.restore()
 

@@ -280,6 +280,27 @@ def test_signal_checkpoints_and_resume_gives_identical_weights(tmp_path, signum,
                                               abs=0.02)
 
 
+def test_ctrl_c_before_the_loop_exits_with_the_signal_code_and_says_what_to_do(
+        tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while the model loads: nothing to save, so exit 130 at once, no traceback,
+    and the message says so; with a checkpoint on disk it gives the resume command."""
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train.pretrained, "build_ssl", ctrl_c)
+    args = small_run_args(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(args)
+    assert stopped.value.code == 130
+    assert "Nothing was saved yet; run the same command again." in capsys.readouterr().err
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")      # as if an earlier attempt saved
+    with pytest.raises(SystemExit):
+        train.main(args + ["--resume"])
+    err = capsys.readouterr().err
+    assert f"The last checkpoint is {tmp_path / 'run' / 'checkpoint.pt'}" in err
+    assert err.rstrip().endswith(" ".join(args[-2:]) + " --resume")
+
+
 @pytest.mark.slow
 def test_rerun_after_crash_without_checkpoint_keeps_one_line_per_step(tmp_path, monkeypatch,
                                                                         capsys):
