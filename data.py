@@ -1,6 +1,6 @@
 """
 Datasets for in-situ pruning: the real speech corpora, an offline toy corpus,
-training crops with augmentation, and full-utterance evaluation loaders.
+training crops (augmented by augment.py), and full-utterance evaluation loaders.
 
 The data setup follows Peng et al. 2025, "Hybrid Pruning" (arXiv 2508.16232)
 and the recipes it builds on:
@@ -40,7 +40,6 @@ fide, 0 = spoof, so that a higher score always means "target / bona fide".
 """
 
 import hashlib
-import math
 import os
 import shutil
 import subprocess
@@ -235,7 +234,8 @@ class DataSpec:
 # layout parsers
 
 
-def _need_dir(path, what):
+def need_dir(path, what):
+    """A folder the user named must exist; the error says what belongs in it."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"folder not found: {path}\nexpected there: {what}")
 
@@ -264,7 +264,7 @@ def _speaker_items(root, rels):
 def _vox1_eval(root, names):
     """Parse the VoxCeleb1 test side: (wav root, set of its files, trial lists)."""
     wav = os.path.join(root, "wav")
-    _need_dir(wav, "VoxCeleb1 audio as wav/idXXXXX/<video>/<utt>.wav "
+    need_dir(wav, "VoxCeleb1 audio as wav/idXXXXX/<video>/<utt>.wav "
                    "(vox1_dev_wav and vox1_test_wav unpacked together) and the trial lists "
                    f"{', '.join(VOX1_TRIALS.values())} next to wav/")
     available = set(_scan(wav, ".wav"))
@@ -321,7 +321,7 @@ def load_vox2(root, vox1_root=None, name="vox2"):
     """VoxCeleb2-dev for training, VoxCeleb1 O/E/H for testing (the paper)."""
     v2 = os.path.join(root, "voxceleb2") if os.path.isdir(os.path.join(root, "voxceleb2")) else root
     dev = os.path.join(v2, "dev")
-    _need_dir(dev, "VoxCeleb2 dev set as dev/aac/idXXXXX/<video>/<utt>.m4a (original) or "
+    need_dir(dev, "VoxCeleb2 dev set as dev/aac/idXXXXX/<video>/<utt>.m4a (original) or "
                    "dev/wav/idXXXXX/<video>/<utt>.wav (converted)")
     wav_dir, aac_dir = os.path.join(dev, "wav"), os.path.join(dev, "aac")
     done = os.path.exists(os.path.join(wav_dir, ".converted"))
@@ -346,7 +346,7 @@ def load_vox2(root, vox1_root=None, name="vox2"):
         raise FileNotFoundError(f"no audio under {dev}: "
                                 f"expected aac/ or wav/ with idXXXXX/<video>/<utt>")
     v1 = vox1_root or os.path.join(root, "voxceleb1")
-    _need_dir(v1, "VoxCeleb1 for the tests (wav/ + veri_test2.txt, list_test_all2.txt, "
+    need_dir(v1, "VoxCeleb1 for the tests (wav/ + veri_test2.txt, list_test_all2.txt, "
                   "list_test_hard2.txt); put it at <data_root>/voxceleb1 or pass vox1_root")
     eval_wav, _, trials = _vox1_eval(v1, list(VOX1_TRIALS))
     items, speakers = _speaker_items(wav_dir, rels)
@@ -367,7 +367,7 @@ def _cm_split(proto, audio_dir, ncols, ext=".flac"):
 def _load_cm(name, root, splits, ncols):
     """Shared by ASVspoof5 and 2019: splits = {split: (protocol, audio dir)}. Everything
     that is missing is named in one error; the eval protocol alone may be missing."""
-    _need_dir(root, "the protocols " + ", ".join(os.path.basename(p) for p, _ in splits.values())
+    need_dir(root, "the protocols " + ", ".join(os.path.basename(p) for p, _ in splits.values())
               + " and the folders "
               + ", ".join(os.path.relpath(d, root) for _, d in splits.values()))
     missing = [p for split, (p, _) in splits.items() if split != "eval" and not os.path.isfile(p)]
@@ -577,7 +577,7 @@ def check_files(spec, crop_seconds, cache_dir=None, skip_bad_files=False, progre
     return spec.without_files(set(bad) | set(short_train)), summary
 
 # ----------------------------------------------------------------------------
-# training crops and augmentation
+# training crops (their augmentation: augment.py)
 
 
 def list_audio_files(folder):
@@ -683,162 +683,6 @@ def read_random_window(path, n, rng):
     return torch.from_numpy(x)
 
 
-def _power(x):
-    """Mean square of a float32 numpy vector, as a Python float. einsum makes no
-    temporary and, unlike np.dot, calls no BLAS library, whose own thread pool has no
-    place in a one-thread DataLoader worker."""
-    return float(np.einsum("i,i->", x, x)) / max(len(x), 1)
-
-
-def _fft_len(n):
-    """The smallest 2^a 3^b 5^c >= n. An FFT's time depends on its length's prime
-    factors, not just its size: a crop plus a RIR, 48000 + 8000 - 1 = 55999 =
-    29 x 1931, takes 10-20x longer than 56250 = 2 x 3^2 x 5^5, and in numpy 56250
-    is as fast as or faster than the next power of two, 65536 (bench_loader.py,
-    section 2, times them all)."""
-    best = 1 << (n - 1).bit_length()            # a power of two always qualifies
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
-
-
-class Augmenter:
-    """MUSAN additive noise and RIR reverberation, as in the SV recipes
-    (Kaldi/wespeaker style): with probability p, one of the available kinds.
-
-    musan_dir  MUSAN root with noise/, speech/ and music/ sub-folders.
-    rir_dir    a folder of room impulse responses (e.g. RIRS_NOISES/simulated_rirs).
-    All randomness comes from the numpy Generator passed to __call__, so a
-    crop's augmentation is as reproducible as the crop itself.
-
-    Noise, music and babble read only the window they mix in (read_random_window).
-    RIRs are read once per process and kept, up to RIR_CACHE_SAMPLES: DataLoader
-    workers get copies of the object and each fills its own cache (the parent's stays
-    empty unless it augments crops itself). split() stops short of the reverb's
-    convolution, for a GPU to do in a batch (TrainCrops' reverb_later, reverberate).
-    """
-    SNR = {"noise": (0, 15), "speech": (13, 20), "music": (5, 15)}   # dB, Kaldi's ranges
-    BABBLE = (3, 7)                                                  # speakers summed for "speech"
-    # RIRs kept in memory per process, in samples: 32M float32 = 128 MB, all of 4,000
-    # 0.5-s RIRs; RIRS_NOISES' 60,000 simulated RIRs would take GBs in every worker,
-    # so past this the rest are read from disk each time (one small file read).
-    RIR_CACHE_SAMPLES = 32 * 2 ** 20
-
-    def __init__(self, musan_dir=None, rir_dir=None, p=0.6):
-        self.p, self.noises, self.rirs = p, {}, []
-        if musan_dir:
-            _need_dir(musan_dir, "MUSAN with noise/, speech/ and music/ sub-folders")
-            for kind in self.SNR:
-                files = list_audio_files(os.path.join(musan_dir, kind))
-                if files:
-                    self.noises[kind] = files
-            if not self.noises:
-                raise FileNotFoundError(f"no .wav under {musan_dir}/{{noise,speech,music}}")
-        if rir_dir:
-            _need_dir(rir_dir, "room impulse responses as .wav files")
-            self.rirs = list_audio_files(rir_dir)
-            if not self.rirs:
-                raise FileNotFoundError(f"no .wav under {rir_dir}")
-        self.kinds = list(self.noises) + (["reverb"] if self.rirs else [])
-        self._rir_cache, self._rir_cached = {}, 0      # path -> RIR (L,); samples kept
-
-    def __call__(self, wave, rng):
-        """wave (S,) -> augmented wave (S,); split() then, for a RIR, reverb()."""
-        wave, rir = self.split(wave, rng)
-        return wave if rir is None else self._convolve(wave, rir)
-
-    def split(self, wave, rng):
-        """wave (S,) -> (wave with any noise mixed in (S,), aligned unit-norm RIR (L,) or
-        None): everything but the reverb's convolution, which a GPU does faster in a batch
-        (reverberate). The draws from rng, in this order (a test replays them; another
-        order would change every augmented example of a run):
-            rng.random()                     augment at all? (< p)
-            rng.integers(len(kinds))         the kind
-          reverb:
-            rng.integers(len(rirs))          the RIR
-          noise / music / speech (babble):
-            rng.integers(BABBLE[0], BABBLE[1] + 1)   speakers summed, "speech" only
-            per source: rng.integers(len(files))     the file,
-                        one rng.integers             its window start (read_random_window)
-            rng.uniform(*SNR[kind])          the SNR in dB
-        """
-        if not self.kinds or rng.random() >= self.p:
-            return wave, None
-        kind = self.kinds[rng.integers(len(self.kinds))]
-        if kind == "reverb":
-            return wave, self._rir(self.rirs[rng.integers(len(self.rirs))])
-        files = self.noises[kind]
-        count = int(rng.integers(self.BABBLE[0], self.BABBLE[1] + 1)) if kind == "speech" else 1
-        noise = sum(read_random_window(files[rng.integers(len(files))], len(wave), rng).numpy()
-                    for _ in range(count))                                      # (S,)
-        snr = rng.uniform(*self.SNR[kind])
-        # In numpy, with the powers as Python floats: a handful of torch ops on 0-d
-        # tensors cost more than the arithmetic here (2-3x the whole mix).
-        w = wave.numpy()
-        p_s, p_n = _power(w) + 1e-8, _power(noise) + 1e-8
-        mixed = w + noise * np.float32(math.sqrt(p_s / (p_n * 10 ** (snr / 10))))
-        return torch.from_numpy(mixed), None
-
-    def _rir(self, path):
-        """The RIR of a file, aligned and unit-norm (aligned_rir), kept while it fits."""
-        rir = self._rir_cache.get(path)
-        if rir is None:
-            rir = self.aligned_rir(load_audio(path))
-            if self._rir_cached + len(rir) <= self.RIR_CACHE_SAMPLES:
-                self._rir_cache[path] = rir
-                self._rir_cached += len(rir)
-        return rir
-
-    @staticmethod
-    def aligned_rir(rir):
-        """rir (L,) -> (L',) from its direct path (the largest sample) on, with unit
-        energy: the convolution then does not delay the speech."""
-        r = rir.numpy()
-        r = r[int(np.abs(r).argmax()):]
-        return torch.from_numpy(r / np.float32(np.linalg.norm(r) + 1e-8))
-
-    @classmethod
-    def reverb(cls, wave, rir):
-        """Convolve with a RIR aligned on its direct path (so the speech is not
-        delayed), and keep the original power. wave (S,), rir (L,) -> (S,)."""
-        return cls._convolve(wave, cls.aligned_rir(rir))
-
-    @staticmethod
-    def _convolve(wave, rir):
-        """wave (S,) * aligned rir (L,) -> the first S samples, at the power of wave."""
-        w, r = wave.numpy(), rir.numpy()
-        n = _fft_len(len(w) + len(r) - 1)          # no wrap-around into the first S samples
-        # numpy's FFT (pocketfft), not torch's: 2x faster on one core for one 1-D real
-        # transform of this size (bench_loader.py, section 2).
-        y = np.fft.irfft(np.fft.rfft(w, n) * np.fft.rfft(r, n), n)[:len(w)]     # (S,)
-        y = y.astype(np.float32, copy=False)
-        return torch.from_numpy(y * np.float32(math.sqrt(_power(w) / (_power(y) + 1e-8))))
-
-
-def reverberate(waves, rirs, rir_lengths):
-    """Augmenter's reverb for a batch, on the batch's device: waves (B, S) crops, rirs
-    (B, L) aligned unit-norm RIRs zero-padded to the longest (collate_pad), rir_lengths
-    (B,), 0 where a crop has none (it passes unchanged) -> (B, S).
-
-    The same convolution as Augmenter._convolve, as batched FFTs: trailing zeros of a
-    padded RIR add nothing, and any FFT length >= S + L - 1 gives the same first S
-    samples. On a GPU the batch costs next to nothing; in a loader worker the three FFTs
-    of one crop were most of an augmented crop's time (bench_loader.py)."""
-    S = waves.shape[1]
-    n = _fft_len(S + rirs.shape[1] - 1)
-    y = torch.fft.irfft(torch.fft.rfft(waves, n) * torch.fft.rfft(rirs, n), n)[:, :S]  # (B, S)
-    gain = torch.sqrt(waves.pow(2).mean(1, keepdim=True) / (y.pow(2).mean(1, keepdim=True) + 1e-8))
-    return torch.where((rir_lengths > 0)[:, None], y * gain, waves)
-
-
 class TrainCrops(torch.utils.data.Dataset):
     """Random fixed-length crops for training, (wave (S,), label).
 
@@ -864,7 +708,7 @@ class TrainCrops(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         wave = read_random_window(path, self.n, rng)
         if self.reverb_later:            # (wave, label, RIR (L,), empty if none): the
-            wave, rir = self.augment.split(wave, rng)         # trainer calls reverberate
+            wave, rir = self.augment.split(wave, rng)         # trainer calls augment.reverberate
             return wave, label, torch.zeros(0) if rir is None else rir
         if self.augment is not None:
             wave = self.augment(wave, rng)
@@ -906,7 +750,7 @@ def _pad(waves):
 def collate_pad(batch):
     """[(wave, label)] -> (waves (B, S_max) zero-padded, lengths (B,), labels (B,)).
     Models mask the padding using `lengths`. Items with a RIR (TrainCrops with
-    reverb_later) add (rirs (B, L_max) zero-padded, rir lengths (B,)) for reverberate."""
+    reverb_later) add (rirs (B, L_max) zero-padded, rir lengths (B,)) for augment.reverberate."""
     waves, labels, *rirs = zip(*batch)
     out = (*_pad(waves), torch.tensor(labels, dtype=torch.long))
     return out + _pad(rirs[0]) if rirs else out

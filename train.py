@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+import augment
 import checkpoints
 import data as datasets
 import devices
@@ -185,11 +186,11 @@ class Run:
 def start_run(args, device, world, is_main, amp, t_start) -> Run:
     """Build the model and optimisers, open (or resume) the run folder, write config.json."""
     ssl, spec, data_check, sched = load_inputs(args, is_main, world)   # user errors end here
-    augment = (datasets.Augmenter(args.musan, args.rir, args.aug_prob)
-               if (args.musan or args.rir) else None)
+    augmenter = (augment.Augmenter(args.musan, args.rir, args.aug_prob)
+                 if (args.musan or args.rir) else None)
     reverb_later = args.reverb_on == "device" or (args.reverb_on == "auto" and device.type == "cuda")
     train_set = datasets.TrainCrops(spec.train_items, args.crop_seconds, seed=args.seed,
-                                    augment=augment, reverb_later=reverb_later)
+                                    augment=augmenter, reverb_later=reverb_later)
     model = build_classifier(args, ssl, spec).to(device)
     params0 = model.ssl.num_params()
     lambdas = torch.zeros(2, device=device, requires_grad=True)
@@ -230,7 +231,7 @@ def train_step(run: Run, waves, labels, args, device, amp, rirs=()) -> list:
                                                          end_frac=args.margin_warmup))
     waves = waves.to(device, non_blocking=True)
     if rirs:
-        waves = datasets.reverberate(waves, *(r.to(device, non_blocking=True) for r in rirs))
+        waves = augment.reverberate(waves, *(r.to(device, non_blocking=True) for r in rirs))
     with autocast(device, amp):
         task_loss = run.train_model(waves, labels.to(device, non_blocking=True))
     # the size and the penalty in float64, outside autocast

@@ -27,7 +27,7 @@ not disk or network latency (which more workers, or more prefetching, would hide
    crops): it read every noise, music and babble file whole and cut the window with
    _fit, read the crop's header and window in two opens through libsndfile's float
    conversion, read the RIR for every crop, and ran the reverb's FFT in torch at the
-   exact length len(crop) + len(RIR) - 1. "after" is data.py; a last line times it with
+   exact length len(crop) + len(RIR) - 1. "after" is data.py with augment.py; a last line times it with
    the reverb left to the training device (TrainCrops(reverb_later=True), train.py's
    default on a GPU), beside unaugmented crops. Both run the same crops,
    interleaved (common.time_interleaved), so background load hits both alike. In this
@@ -35,7 +35,7 @@ not disk or network latency (which more workers, or more prefetching, would hide
    hands the FFTs' freed scratch memory back to the OS here, and page-faults it in
    again on the next crop), so section 3, the way training runs, is the figure to use.
 2. The reverb's convolution alone (one 3-s crop, one 0.5-s RIR): FFT lengths and
-   libraries, to show why data.Augmenter.reverb uses numpy at data._fft_len.
+   libraries, to show why augment.Augmenter.reverb uses numpy at augment._fft_len.
 3. DataLoader throughput: whole batches of --batch-size 3-s crops (128 = the SV recipe,
    per process) through collate_pad, no augmentation, p = 0.6, and p = 0.6 with the reverb
    left to the training device, for 1 .. --max-workers
@@ -68,6 +68,7 @@ import soundfile as sf
 import torch
 
 from common import machine_header, macs, time_interleaved  # puts the root on sys.path
+import augment  # noqa: E402
 import classifier  # noqa: E402
 import data  # noqa: E402
 import scoring  # noqa: E402
@@ -160,9 +161,9 @@ class OldTrainCrops(data.TrainCrops):
         return wave, label
 
 
-class OldAugmenter(data.Augmenter):
+class OldAugmenter(augment.Augmenter):
     """Augmenter.__call__ before: whole files, a RIR read per crop, the reverb's FFT in
-    torch at the exact length. The same draws in the same order as data.Augmenter."""
+    torch at the exact length. The same draws in the same order as augment.Augmenter."""
 
     def __call__(self, wave, rng):
         if not self.kinds or rng.random() >= self.p:
@@ -267,7 +268,7 @@ def per_worker(items, musan, rirs):
     rates = {}
     for name, p, kinds in configs:
         new = data.TrainCrops(items, CROP_SECONDS, seed=args.seed, augment=(
-            None if p is None else sub_augmenter(data.Augmenter, musan, rirs, p, kinds)))
+            None if p is None else sub_augmenter(augment.Augmenter, musan, rirs, p, kinds)))
         old = OldTrainCrops(items, CROP_SECONDS, seed=args.seed, augment=(
             None if p is None else sub_augmenter(OldAugmenter, musan, rirs, p, kinds)))
         k_old = fast if p is None else slow
@@ -294,7 +295,7 @@ def per_worker(items, musan, rirs):
     # a GPU): the worker returns the crop and its RIR; no "before" exists for this.
     plain = data.TrainCrops(items, CROP_SECONDS, seed=args.seed)
     later = data.TrainCrops(items, CROP_SECONDS, seed=args.seed, reverb_later=True,
-                            augment=data.Augmenter(musan, rirs, p=RECIPE_P))
+                            augment=augment.Augmenter(musan, rirs, p=RECIPE_P))
     e, e2 = iter(range(1, 10 ** 6)), iter(range(1, 10 ** 6))
     wall, cpu = time_interleaved({"plain": crop_loop(plain, fast, e),
                                   "later": crop_loop(later, fast, e2)}, 0, reps)
@@ -310,7 +311,7 @@ def reverb_fft():
     wave = torch.randn(int(CROP_SECONDS * SR))
     rir = torch.randn(SR // 2)            # 8000 samples; aligned at sample 0
     exact = len(wave) + len(rir) - 1
-    smooth, pow2 = data._fft_len(exact), 1 << (exact - 1).bit_length()
+    smooth, pow2 = augment._fft_len(exact), 1 << (exact - 1).bit_length()
     w, r = wave.numpy(), rir.numpy()
 
     def torch_conv(n):
@@ -325,7 +326,7 @@ def reverb_fft():
            f"numpy, exact {exact}": numpy_conv(exact),
            f"numpy, power of 2 {pow2}": numpy_conv(pow2),
            f"numpy, _fft_len {smooth} (after)": numpy_conv(smooth),
-           "Augmenter.reverb (after)": lambda: data.Augmenter.reverb(wave, rir)}
+           "Augmenter.reverb (after)": lambda: augment.Augmenter.reverb(wave, rir)}
     reps = 2 if Q else 9
     wall, _ = time_interleaved(fns, 1, reps)
     print(f"\n[2] Reverb: one {CROP_SECONDS:g}-s crop * one 0.5-s RIR by FFT (3 transforms), "
@@ -351,7 +352,7 @@ def dataloader(items, musan, rirs):
     for workers in range(1, max(1, args.max_workers) + 1):
         row = []
         for p, later in ((None, False), (RECIPE_P, False), (RECIPE_P, True)):
-            aug = None if p is None else data.Augmenter(musan, rirs, p=p)
+            aug = None if p is None else augment.Augmenter(musan, rirs, p=p)
             ds = data.TrainCrops(repeated, CROP_SECONDS, seed=args.seed, augment=aug,
                                  reverb_later=later)
             row.append(loader_rate(ds, workers, batch, batches, args.seed))

@@ -34,7 +34,7 @@ arXiv 2508.16232; the model is WavLM, Chen et al. 2022, arXiv 2110.13900):
                         without gates vs ours gated, fp32 and bf16, and peak memory.
   inference_speedup     the ~70%-pruned model against the dense one, batch 1 x 10 s
                         and batch 64 x 3 s, fp32 and bf16, next to the MAC ratio.
-  reverb_on_device      data.reverberate (train.py --reverb-on device) on a batch of
+  reverb_on_device      augment.reverberate (train.py --reverb-on device) on a batch of
                         128 3-s crops, 0.5-s RIRs, on the device: equal to the
                         loader's per-crop Augmenter.reverb on the CPU, and its time.
   train_toy             `python train.py --data toy --target 0.7 --device cuda
@@ -63,6 +63,7 @@ import torch
 import torchaudio
 
 from common import machine_header, macs, pruned_pair, time_interleaved  # puts the root on sys.path
+import augment
 import classifier  # SSL -> pooling head -> loss head
 import data
 import devices
@@ -591,25 +592,25 @@ def inference_speedup(sec, ctx):
 def reverb_on_device(sec, ctx):
     """The reverb a GPU does for the loader (train.py --reverb-on device): one batch of
     the SV recipe's 128 3-s crops, a third of them with a 0.5-s RIR, against the worker's
-    per-crop convolution on the CPU (data.Augmenter.reverb), and the batch's time."""
+    per-crop convolution on the CPU (augment.Augmenter.reverb), and the batch's time."""
     dev = ctx.device
     batch, n = (8, SAMPLE_RATE) if ctx.quick else (128, 3 * SAMPLE_RATE)
     g = torch.Generator().manual_seed(ctx.seed)
     waves = torch.randn(batch, n, generator=g)                              # (B, S)
     raw = [torch.randn(SAMPLE_RATE // 2, generator=g) * torch.exp(-torch.arange(SAMPLE_RATE // 2)
                                                                    / 1000.0) for _ in range(batch)]
-    rirs = [data.Augmenter.aligned_rir(r) if b % 3 == 0 else torch.zeros(0)
+    rirs = [augment.Augmenter.aligned_rir(r) if b % 3 == 0 else torch.zeros(0)
             for b, r in enumerate(raw)]
     *_, rir_pad, rir_len = data.collate_pad([(w, 0, r) for w, r in zip(waves, rirs)])
-    want = torch.stack([data.Augmenter.reverb(w, raw[b]) if b % 3 == 0 else w
+    want = torch.stack([augment.Augmenter.reverb(w, raw[b]) if b % 3 == 0 else w
                         for b, w in enumerate(waves)])
     args = (waves.to(dev), rir_pad.to(dev), rir_len.to(dev))
-    got = data.reverberate(*args).cpu()
+    got = augment.reverberate(*args).cpu()
     diff = max_diff(got, want)
     sec.check(f"reverberate on {dev.type}, {batch} x {n / SAMPLE_RATE:g}-s crops, every third "
               f"with a RIR == Augmenter.reverb per crop on the CPU", diff, diff <= REVERB_TOL,
               limit=f"<= {REVERB_TOL:g}")
-    times = time_device({"reverberate": lambda: data.reverberate(*args)}, 2, 3 if ctx.quick else 20,
+    times = time_device({"reverberate": lambda: augment.reverberate(*args)}, 2, 3 if ctx.quick else 20,
                         dev)
     ms = 1e3 * times["reverberate"]
     sec.info(f"reverberate on {dev.type}: ms per batch of {batch}", ms,

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import augment
 import data
 import toy_corpus
 
@@ -304,19 +305,19 @@ def test_augmenter(tmp_path):
     rir[100], rir[300] = 1.0, 0.5
     os.makedirs(tmp_path / "rirs")
     sf.write(str(tmp_path / "rirs" / "r.wav"), rir, SR)
-    aug = data.Augmenter(str(tmp_path / "musan"), str(tmp_path / "rirs"), p=1.0)
+    aug = augment.Augmenter(str(tmp_path / "musan"), str(tmp_path / "rirs"), p=1.0)
     assert sorted(aug.kinds) == ["music", "noise", "reverb"]
     wave = torch.from_numpy(write(str(tmp_path / "s.wav"), 1.0, seed=9)[:, 0])
     outs = [aug(wave, np.random.default_rng([0, 0, i])) for i in range(12)]
     assert all(o.shape == wave.shape and not torch.equal(o, wave) for o in outs)
     assert torch.equal(outs[5], aug(wave, np.random.default_rng([0, 0, 5])))
-    assert data.Augmenter(str(tmp_path / "musan"), p=0.0)(wave, np.random.default_rng(0)) is wave
+    assert augment.Augmenter(str(tmp_path / "musan"), p=0.0)(wave, np.random.default_rng(0)) is wave
     # Reverb: aligned on the direct path, power kept.
-    y = data.Augmenter.reverb(wave, torch.from_numpy(rir))
+    y = augment.Augmenter.reverb(wave, torch.from_numpy(rir))
     assert torch.allclose(y.pow(2).mean(), wave.pow(2).mean(), rtol=1e-4)
     assert torch.corrcoef(torch.stack([y, wave]))[0, 1] > 0.8
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        data.Augmenter(str(tmp_path / "nowhere"))
+        augment.Augmenter(str(tmp_path / "nowhere"))
 
 
 @pytest.mark.parametrize("name, subtype, channels", [
@@ -400,7 +401,7 @@ def test_fft_len_is_the_next_5_smooth_number():
                 m //= p
         return m == 1
     for n in [1, 2, 7, 11, 97, 1000, 48000, 55999, 56251, 65537] + list(range(60000, 60100)):
-        m = data._fft_len(n)
+        m = augment._fft_len(n)
         assert m >= n and smooth(m) and not any(smooth(k) for k in range(n, m)), n
 
 
@@ -457,7 +458,7 @@ def musan_tree(root):
 
 def test_windowed_augmentation_equals_whole_file_reference(tmp_path):
     musan, rirs = musan_tree(str(tmp_path))
-    aug = data.Augmenter(musan, rirs, p=0.8)
+    aug = augment.Augmenter(musan, rirs, p=0.8)
     wave = torch.from_numpy(write(str(tmp_path / "s.wav"), 1.0, seed=9)[:, 0])
     kinds = []
     for i in range(60):
@@ -478,21 +479,21 @@ def test_reverb_on_the_device_equals_the_workers(tmp_path):
     items = [(str(tmp_path / "spk" / f"{k}.wav"), k) for k in range(24)]
     for k, (path, _) in enumerate(items):
         write(path, 1.2 + 0.2 * k, seed=40 + k)
-    sets = [data.TrainCrops(items, 1.0, seed=3, augment=data.Augmenter(musan, rirs, p=0.8),
+    sets = [data.TrainCrops(items, 1.0, seed=3, augment=augment.Augmenter(musan, rirs, p=0.8),
                             reverb_later=later) for later in (False, True)]
     for ds in sets:
         ds.set_epoch(2)
     batches = [data.collate_pad([ds[i] for i in range(len(items))]) for ds in sets]
     (want, _, labels), (clean, _, labels_later, rir, rir_len) = batches
     assert torch.equal(labels, labels_later) and rir.shape[0] == len(items)
-    got = data.reverberate(clean, rir, rir_len)
+    got = augment.reverberate(clean, rir, rir_len)
     has = rir_len > 0
     assert 3 <= int(has.sum()) < len(items) - 3                      # both kinds present
     assert torch.equal(got[~has], want[~has])                        # untouched: exactly
     assert not torch.allclose(clean[has], want[has], atol=1e-3)      # the reverb did something
     torch.testing.assert_close(got[has], want[has], rtol=0, atol=2e-6)
     # Without RIRs in the folder nothing is deferred: the items stay (wave, label).
-    assert len(data.TrainCrops(items, 1.0, augment=data.Augmenter(musan, p=0.8),
+    assert len(data.TrainCrops(items, 1.0, augment=augment.Augmenter(musan, p=0.8),
                                reverb_later=True)[0]) == 2
 
 
@@ -501,7 +502,7 @@ def test_achieved_snr_is_in_the_kinds_range(tmp_path, kind):
     musan, _ = musan_tree(str(tmp_path))
     for other in set(SNR_DB) - {kind}:                      # this kind alone
         shutil.rmtree(os.path.join(musan, other))
-    aug = data.Augmenter(musan, p=1.0)
+    aug = augment.Augmenter(musan, p=1.0)
     wave = torch.from_numpy(write(str(tmp_path / "s.wav"), 1.0, seed=9)[:, 0])
     lo, hi = SNR_DB[kind]
     snrs = []
@@ -521,7 +522,7 @@ def test_augmented_crops_depend_only_on_seed_epoch_index(tmp_path):
         write(path, 1.2 + 0.3 * k, seed=30 + k)
 
     def crops():
-        return data.TrainCrops(items, 1.0, seed=2, augment=data.Augmenter(musan, rirs, p=0.6))
+        return data.TrainCrops(items, 1.0, seed=2, augment=augment.Augmenter(musan, rirs, p=0.6))
 
     a = crops()
     a.set_epoch(3)
@@ -543,7 +544,7 @@ def test_augmented_crops_depend_only_on_seed_epoch_index(tmp_path):
     plain = data.TrainCrops(items, 1.0, seed=2)
     plain.set_epoch(3)
     rir = data.load_audio(os.path.join(rirs, "r0.wav"))
-    reverbed = sum(torch.allclose(data.Augmenter.reverb(plain[i][0], rir), want[i], atol=1e-6)
+    reverbed = sum(torch.allclose(augment.Augmenter.reverb(plain[i][0], rir), want[i], atol=1e-6)
                    for i in range(len(items)))
     augmented = sum(not torch.equal(plain[i][0], want[i]) for i in range(len(items)))
     assert reverbed >= 2 and augmented > reverbed
