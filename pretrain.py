@@ -479,21 +479,27 @@ def train(args):
                                                           len(heldout.paths), perplexity))
 
 
+def corpus_files(args):
+    """--data toy (the unlabelled toy corpus, generated on first use) or --data-root ->
+    (root, sorted audio paths, a description for the report). dino.py reads it too."""
+    if args.data == "toy":
+        root = os.path.join(args.cache_dir or data.default_cache_dir(),
+                            f"toy_unlabelled_seed{args.toy_seed}"
+                            + ("" if args.toy_size == "default" else f"_{args.toy_size}"))
+        made = toy_corpus.make_toy_unlabelled(root, args.toy_seed, args.toy_size)
+        info = dict(kind="toy_unlabelled", folder=os.path.basename(root), seed=args.toy_seed,
+                    size=args.toy_size, speakers=made["counts"]["speakers"])
+    else:
+        root = args.data_root
+        info = dict(kind="folder", root=root)
+    return root, list_audio(root), info
+
+
 def load_corpus(args):
     """The audio files to pre-train on, each file's MFCC frames, and a description for
     the report. Every file is read here, so a damaged one is named before training."""
     try:
-        if args.data == "toy":
-            root = os.path.join(args.cache_dir or data.default_cache_dir(),
-                                f"toy_unlabelled_seed{args.toy_seed}"
-                                + ("" if args.toy_size == "default" else f"_{args.toy_size}"))
-            made = toy_corpus.make_toy_unlabelled(root, args.toy_seed, args.toy_size)
-            info = dict(kind="toy_unlabelled", folder=os.path.basename(root), seed=args.toy_seed,
-                        size=args.toy_size, speakers=made["counts"]["speakers"])
-        else:
-            root = args.data_root
-            info = dict(kind="folder", root=root)
-        paths = list_audio(root)
+        root, paths, info = corpus_files(args)
         features = target_features(args.targets, args.targets_from)
         print(f"reading {len(paths)} files for their {args.targets} frames ...", flush=True)
         waves = (data.load_audio(p) for p in paths)           # one at a time: a real corpus
@@ -629,15 +635,21 @@ def run_probe(args):
     return result
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_corpus_args(p):
+    """The flags that name the audio to pre-train on (corpus_files), here and in dino.py."""
     p.add_argument("--data", choices=["toy", "folder"], default="folder",
                    help="'toy': the generated unlabelled toy corpus; 'folder': --data-root")
     p.add_argument("--data-root", help="a folder of 16-kHz .wav/.flac files (any layout)")
     p.add_argument("--cache-dir", help="where the toy corpus is generated")
     p.add_argument("--toy-seed", type=int, default=0)
-    p.add_argument("--toy-size", choices=["default", "tiny"], default="default")
+    p.add_argument("--toy-size", choices=["default", "tiny"], default="default",
+                   help=argparse.SUPPRESS)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_corpus_args(p)
     p.add_argument("--out", help="output folder (default runs/pretrain_<data>)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=16)
