@@ -46,7 +46,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -258,40 +257,23 @@ def train(args):
     else:
         run_folder.start_fresh(out)
 
-    def save():
+    def save(step, seconds):
         atomic_torch_save(dict(step=step, model=model.state_dict(),
                                optimizer=optimizer.state_dict(),
                                torch_rng=torch.get_rng_state(),
-                               files_hash=pretrain.files_hash(root, paths),
-                               seconds=seconds_before + time.time() - t0,
+                               files_hash=pretrain.files_hash(root, paths), seconds=seconds,
                                args=run_folder.plain_values(vars(args))), ckpt_path)
 
     print(f"DINO pre-training of a tiny WavLM ({model.student['encoder'].num_params():,} "
           f"parameters) on {len(paths) - held} files, {held} held out", flush=True)
-    stop.defer()
-    t0 = last_save = time.time()
-    log = open(log_path, "a")
     model.train()
-    while step < args.steps:
-        record = dino_step(model, optimizer, train_set, step, args)
-        step = record["step"]
-        record["seconds"] = round(seconds_before + time.time() - t0, 2)
-        if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
-            record["heldout_loss"] = heldout_loss(model, heldout, args)
-            print(f"step {step}/{args.steps}: loss {record['loss']:.3f}, held-out loss "
-                  f"{record['heldout_loss']:.3f}, entropy student "
-                  f"{record['student_entropy']:.2f} teacher {record['teacher_entropy']:.2f} "
-                  f"(uniform: {math.log(args.prototypes):.2f})", flush=True)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if stop.requested or step == args.steps or time.time() - last_save > 60 * args.save_minutes:
-            save()
-            last_save = time.time()
-        if stop.requested and step < args.steps:
-            stop.restore()
-            run_folder.stopped(log, stop, step, args.steps, sys.argv[1:], world=1, is_main=True)
-    log.close()
-    stop.restore()
+    pretrain.run_steps(
+        stop, step, seconds_before, args, log_path, save,
+        take_step=lambda step: dino_step(model, optimizer, train_set, step, args),
+        evaluate=lambda: dict(heldout_loss=heldout_loss(model, heldout, args)),
+        describe=lambda r: f"held-out loss {r['heldout_loss']:.3f}, entropy student "
+                           f"{r['student_entropy']:.2f} teacher {r['teacher_entropy']:.2f} "
+                           f"(uniform: {math.log(args.prototypes):.2f})")
     return write_outputs(model, args, log_path, info, len(paths), held)
 
 
@@ -339,13 +321,7 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--freeze-prototypes", type=int, default=100,
                    help="steps before the prototypes learn (DINO: the first epoch)")
-    p.add_argument("--eval-every", type=int, default=250,
-                   help="held-out loss every N steps, and at the end (0 = only at the end)")
-    p.add_argument("--eval-batches", type=int, default=4)
-    p.add_argument("--save-minutes", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch compute threads (0: default)")
-    p.add_argument("--resume", action="store_true")
+    pretrain.add_loop_args(p, eval_every=250, eval_batches=4)
     args = p.parse_args(argv)
     if args.data == "folder" and not args.data_root:
         p.error("pass --data toy or --data-root <folder of .wav/.flac files>")

@@ -404,6 +404,34 @@ def write_outputs(model, args, log_path, t_start, data_description):
     return report
 
 
+def run_steps(stop, step, seconds_before, args, log_path, save, take_step, evaluate, describe):
+    """The loop of both objectives (this file's and dino.py's): take_step(step) -> its
+    log record; evaluate() -> held-out values, every --eval-every steps and at the end;
+    save(step, seconds) every --save-minutes, at the end, and on Ctrl-C or SIGTERM, after
+    which the run exits with the command that resumes it. One log line per step."""
+    stop.defer()                        # from here on, a signal ends the loop after its step
+    t0 = last_save = time.time()
+    log = open(log_path, "a")
+    while step < args.steps:
+        record = take_step(step)
+        step = record["step"]
+        record["seconds"] = round(seconds_before + time.time() - t0, 2)
+        if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
+            record.update(evaluate())
+            print(f"step {step}/{args.steps}: loss {record['loss']:.3f}, {describe(record)}",
+                  flush=True)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if stop.requested or step == args.steps or time.time() - last_save > 60 * args.save_minutes:
+            save(step, seconds_before + time.time() - t0)
+            last_save = time.time()
+        if stop.requested and step < args.steps:
+            stop.restore()
+            run_folder.stopped(log, stop, step, args.steps, sys.argv[1:], world=1, is_main=True)
+    log.close()
+    stop.restore()
+
+
 def train(args):
     stop, t_start, out = devices.StopRequest(), time.time(), args.out
     ckpt_path, log_path = os.path.join(out, "checkpoint.pt"), os.path.join(out, "log.jsonl")
@@ -440,41 +468,23 @@ def train(args):
     else:
         run_folder.start_fresh(out)      # a log without a checkpoint: moved aside, said
 
-    def save():
+    def save(step, seconds):
         atomic_torch_save(dict(step=step, model=model.state_dict(),
                                optimizer=optimizer.state_dict(),
                                torch_rng=torch.get_rng_state(), centroids=targets.centroids,
                                scale=targets.scale, held=held, files=len(paths),
-                               files_hash=files_hash(root, paths),
-                               seconds=seconds_before + time.time() - t0,
+                               files_hash=files_hash(root, paths), seconds=seconds,
                                args=run_folder.plain_values(vars(args))), ckpt_path)
 
     print(f"pre-training a tiny WavLM ({model.wavlm.num_params():,} parameters) on "
           f"{len(train_set.paths)} files, {len(heldout.paths)} held out; cluster perplexity "
           f"{perplexity:.1f} of {args.clusters}", flush=True)
-    stop.defer()
-    t0, last_save = time.time(), time.time()
-    log = open(log_path, "a")
     model.train()
-    while step < args.steps:
-        record = pretrain_step(model, optimizer, train_set, step, args)
-        step = record["step"]
-        record["seconds"] = round(seconds_before + time.time() - t0, 2)
-        if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
-            record.update(evaluate_heldout(model, heldout, args))
-            print(f"step {step}/{args.steps}: loss {record['loss']:.3f}, held-out loss "
-                  f"{record['heldout_loss']:.3f}, masked accuracy "
-                  f"{record['heldout_masked_acc']:.3f}", flush=True)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if stop.requested or step == args.steps or time.time() - last_save > 60 * args.save_minutes:
-            save()
-            last_save = time.time()
-        if stop.requested and step < args.steps:
-            stop.restore()
-            run_folder.stopped(log, stop, step, args.steps, sys.argv[1:], world=1, is_main=True)
-    log.close()
-    stop.restore()
+    run_steps(stop, step, seconds_before, args, log_path, save,
+              take_step=lambda step: pretrain_step(model, optimizer, train_set, step, args),
+              evaluate=lambda: evaluate_heldout(model, heldout, args),
+              describe=lambda r: f"held-out loss {r['heldout_loss']:.3f}, masked accuracy "
+                                 f"{r['heldout_masked_acc']:.3f}")
     return write_outputs(model, args, log_path, t_start, (info, len(paths), len(train_set.paths),
                                                           len(heldout.paths), perplexity))
 
@@ -646,6 +656,17 @@ def add_corpus_args(p):
                    help=argparse.SUPPRESS)
 
 
+def add_loop_args(p, eval_every, eval_batches):
+    """The flags of run_steps' loop, here and in dino.py."""
+    p.add_argument("--eval-every", type=int, default=eval_every,
+                   help="held-out loss every N steps, and at the end (0 = only at the end)")
+    p.add_argument("--eval-batches", type=int, default=eval_batches)
+    p.add_argument("--save-minutes", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch compute threads (0: default)")
+    p.add_argument("--resume", action="store_true")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -670,13 +691,7 @@ def parse_args(argv=None):
                         "tiny_wavlm.pt)")
     p.add_argument("--mix-prob", type=float, default=0.0,
                    help="share of crops with another utterance mixed in (WavLM); 0 = HuBERT")
-    p.add_argument("--eval-every", type=int, default=500,
-                   help="held-out loss every N steps, and at the end (0 = only at the end)")
-    p.add_argument("--eval-batches", type=int, default=8)
-    p.add_argument("--save-minutes", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch compute threads (0: default)")
-    p.add_argument("--resume", action="store_true")
+    add_loop_args(p, eval_every=500, eval_batches=8)
     p.add_argument("--probe", nargs="*", metavar="CHECKPOINT",
                    help="instead of pre-training: the layer-wise SV probe of these checkpoints, "
                         "random init and MFCC means (table; --out FILE.json writes it)")
