@@ -155,3 +155,44 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert abs(int(small[0]["params"]) / int(pruned[0]["params"]) - 1) < 0.02
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "6 finished, 0 to do" in second.stdout
+
+
+# ------------------------------------------------- benchmarks/init_comparison.py (issue 21)
+def write_results(folder, rows):
+    """A sweep folder's results.csv with just the columns init_comparison reads."""
+    folder.mkdir()
+    with open(folder / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["kind", "target", "seed", "test_set", "eer"])
+        w.writeheader()
+        for kind, target, seed, eer in rows:
+            w.writerow(dict(kind=kind, target=target, seed=seed, test_set="vox1_o", eer=eer))
+            w.writerow(dict(kind=kind, target=target, seed=seed, test_set="other", eer=0.5))
+
+
+def test_init_comparison_pairs_by_seed_and_applies_the_rule(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import init_comparison
+    small = [0.30, 0.28, 0.33]                        # (b), seeds 0-2
+    pre_pruned = [0.25, 0.26, 0.27]                   # (a)
+    write_results(tmp_path / "scratch",
+                  [("pruned", 0.7, s, 0.29) for s in range(3)]
+                  + [("small", 0.7, s, e) for s, e in enumerate(small)])
+    write_results(tmp_path / "pre",
+                  [("pruned", 0.0, s, 0.24) for s in range(3)]
+                  + [("pruned", 0.7, s, e) for s, e in enumerate(pre_pruned)]
+                  + [("pruned", 0.7, 7, 0.01)])       # a seed (b) lacks: not paired
+    cells, rows, decision = init_comparison.main(["--scratch", str(tmp_path / "scratch"),
+                                                  "--pretrained", str(tmp_path / "pre")])
+    assert cells["c"] == {0: 24.0, 1: 24.0, 2: 24.0} and len(cells["a"]) == 4
+    x, y, mean, se, n = rows[0]
+    diffs = [100 * (b - a) for b, a in zip(small, pre_pruned)]        # 5, 2, 6
+    m = sum(diffs) / 3
+    sd = (sum((d - m) ** 2 for d in diffs) / 2) ** 0.5
+    assert (x, y, n) == ("b", "a", 3)
+    assert mean == pytest.approx(m) and se == pytest.approx(sd / 3 ** 0.5)
+    assert mean > 2 * se and decision.startswith("(a) beats (b)")
+    assert "| (b) - (a) | +4.33 ± 1.20 | 3 |" in capsys.readouterr().out
+    write_results(tmp_path / "pre2", [("pruned", 0.7, s, e) for s, e in enumerate([0.31, 0.25, 0.33])])
+    _, _, decision = init_comparison.main(["--scratch", str(tmp_path / "scratch"),
+                                           "--pretrained", str(tmp_path / "pre2")])
+    assert decision.startswith("(a) does not beat (b)")
