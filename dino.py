@@ -193,6 +193,8 @@ def teacher_momentum(step, total, start=0.996):
 
 # ------------------------------------------------------------------------------ loop
 def dino_step(model, optimizer, crops, step, args) -> dict:
+    """One step: the student descends the loss, then the teacher follows it. The views
+    come from (seed, step) alone, so a resumed run draws what the uninterrupted one would."""
     rng = np.random.default_rng([args.seed, step])
     globals_, locals_ = crops.views(args.batch_size, rng)
     lr = pretrain.lr_at(step, args.steps, args.lr)
