@@ -70,9 +70,10 @@ def setup_process(device_choice, threads, amp):
     compute threads; says so when bf16 falls back to fp32 on a CPU."""
     device, rank, world = setup_distributed(device_choice)
     setup_threads(threads, rank == 0)
-    if effective_amp(amp, device) != amp and rank == 0:
+    runnable = effective_amp(amp, device)
+    if runnable != amp and rank == 0:
         print("note: --amp bf16 needs a CUDA device; training in fp32 on the CPU")
-    return device, rank, world, effective_amp(amp, device)
+    return device, rank, world, runnable
 
 
 GPU_LOADER_WORKERS = 6    # benchmarks/bench_loader.py: a WavLM Base+ step at batch 128 eats
