@@ -531,7 +531,16 @@ def load_corpus(args):
 # WavLM Fig. 2, the per-layer weights of the SV task). The rule it serves: a pre-training
 # whose layers do not beat the same model at random init gives fine-tuning and pruning
 # nothing to start from. The classical floor: the mean (and std) of an utterance's MFCCs.
+#
+# Raw cosine has a blind spot: when every utterance's vector shares one large direction
+# (a random encoder's do: all their cosines are near 1), the EER measures how much the
+# rest stands out of it, not only what the rest holds. So each system is also scored after
+# subtracting the mean vector of a few training-speaker files, the mean subtraction SV
+# back-ends apply before cosine (the authors' `--cal_mean`; scoring.build_cohort): a gain
+# that survives it is speaker information, one that vanishes was the shared direction.
 MFCC_SYSTEMS = ("mfcc mean", "mfcc mean+std")
+CENTRE_PER_SPEAKER = 4    # files per training speaker in the mean: 160 of the toy's 480,
+                          # as AS-norm's cohort takes them (train.py --cohort-utts)
 
 
 def pooled_layers(model: MaskedWavLM):
@@ -556,69 +565,98 @@ def pooled_mfcc(wave):
     return [mean, torch.cat([mean, feats.std(0)])]
 
 
-def view_eers(embed, paths, trials) -> list:
+def view_eers(embed, paths, trials, mean_paths=()) -> dict:
     """EER of cosine scoring for each view an embedder returns: embed maps a wave (1, S)
-    to (V, E) (V layers), every file of `paths` is embedded once -> [EER in [0, 1]] * V."""
+    to (V, E) (V layers), every file of `paths` is embedded once.
+    -> {"eer": [EER in [0, 1]] * V, "eer_centred": the same after subtracting, per view,
+    the mean embedding of `mean_paths` (None without them)."""
     cache = scoring.embed_paths(embed, paths)                     # {path: (V, E)}
     labels = np.array([y for y, _, _ in trials])
     views = len(next(iter(cache.values())))
-    return [metrics.compute_eer(scoring.cosine_score({p: v[k] for p, v in cache.items()},
-                                                     trials), labels)[0]
+
+    def eers(means):
+        return [metrics.compute_eer(scoring.cosine_score(
+            {p: v[k] for p, v in cache.items()}, trials, mean=means[k]), labels)[0]
             for k in range(views)]
+    out = dict(eer=eers([None] * views), eer_centred=None)
+    if mean_paths:
+        embedded = list(scoring.embed_paths(embed, mean_paths).values())
+        out["eer_centred"] = eers([torch.stack([e[k] for e in embedded]).mean(0)
+                                   for k in range(views)])        # V means (E,)
+    return out
 
 
-def probe(checkpoints=(), seeds=(0,), spec=None, trial_list=None) -> dict:
+def probe(checkpoints=(), seeds=(0,), spec=None, trial_list=None,
+          centre_per_speaker: int = CENTRE_PER_SPEAKER) -> dict:
     """The layer-wise probe: EER per layer of the tiny WavLM at random init (one row per
     seed, torch.manual_seed(seed) as train.py --ssl tiny builds it), of every checkpoint
     (anything pretrained.load_pretrained reads, e.g. this file's tiny_wavlm.pt), and the
-    MFCC floor. spec: a data.DataSpec (default: the toy SV corpus); trial_list: one of its
-    lists (default: the first, vox1_o). -> {"rows": [{"system", "eer": [per layer]}], ...}"""
+    MFCC floor; each scored raw and mean-subtracted (the mean of `centre_per_speaker` files
+    of every training speaker; 0: raw only). spec: a data.DataSpec (default: the toy SV
+    corpus); trial_list: one of its lists (default: the first, vox1_o).
+    -> {"rows": [{"system", "eer": [per layer], "eer_centred": [per layer] or None}], ...}"""
     t0 = time.time()
     spec = spec or data.prepare_data("toy")
     trial_list = trial_list or spec.eval_names()[0]
     trials, paths = spec.sv_trials(trial_list), spec.eval_paths(trial_list)
+    mean_paths = (scoring.cohort_paths(spec.train_items, centre_per_speaker)[0]
+                  if centre_per_speaker else ())
     rows = []
     for seed in seeds:
-        eers = view_eers(pooled_layers(pretrained.build_ssl("tiny", (), seed)), paths, trials)
-        rows.append(dict(system=f"random (seed {seed})", eer=eers))
+        model = pretrained.build_ssl("tiny", (), seed)
+        rows.append(dict(system=f"random (seed {seed})",
+                         **view_eers(pooled_layers(model), paths, trials, mean_paths)))
     for path in checkpoints:
+        model = pretrained.load_pretrained(path)
         rows.append(dict(system=os.path.basename(os.fspath(path)),
-                         eer=view_eers(pooled_layers(pretrained.load_pretrained(path)),
-                                       paths, trials)))
-    rows += [dict(system=name, eer=[eer])
-             for name, eer in zip(MFCC_SYSTEMS, view_eers(pooled_mfcc, paths, trials))]
+                         **view_eers(pooled_layers(model), paths, trials, mean_paths)))
+    mfcc = view_eers(pooled_mfcc, paths, trials, mean_paths)      # one view per system
+    rows += [dict(system=name, eer=[mfcc["eer"][k]],
+                  eer_centred=[mfcc["eer_centred"][k]] if mean_paths else None)
+             for k, name in enumerate(MFCC_SYSTEMS)]
     return dict(trial_list=trial_list, trials=len(trials), files=len(paths), seeds=list(seeds),
-                rows=rows, seconds=round(time.time() - t0, 1))
+                centre_files=len(mean_paths), rows=rows, seconds=round(time.time() - t0, 1))
 
 
-def random_spread(result) -> dict:
+def random_spread(result, key="eer") -> dict:
     """Mean and sample std over the random-init rows, per layer (None with one seed)."""
-    randoms = np.array([r["eer"] for r in result["rows"] if r["system"].startswith("random")])
+    randoms = np.array([r[key] for r in result["rows"] if r["system"].startswith("random")])
     if len(randoms) < 2:
         return None
     return dict(mean=randoms.mean(0).tolist(), std=randoms.std(0, ddof=1).tolist())
 
 
+PROBE_SCORINGS = (("eer", "raw cosine"), ("eer_centred", "cosine after mean subtraction"))
+
+
 def probe_table(result) -> str:
-    """The probe as text: one row per system, EER % per layer and the best layer; the
-    MFCC rows have no layers, their EER stands under "best"."""
+    """The probe as text: a block per scoring (raw, then mean-subtracted when measured),
+    one row per system, EER % per layer and the best layer; the MFCC rows have no layers,
+    their EER stands under "best"."""
     layers, width = max(len(r["eer"]) for r in result["rows"]), 12
     pct = lambda x: f"{100 * x:.2f}"
     lines = [f"probe: frozen encoder, each layer mean-pooled over time, cosine-scored on "
              f"{result['trial_list']} ({result['trials']:,} trials, {result['files']} files); "
-             f"EER %, {result['seconds']:.0f} s",
-             f"{'system':<24}" + "".join(f"{f'layer {l}':>{width}}" for l in range(layers))
-             + "  best"]
-    for r in result["rows"]:
-        cells = [pct(e) for e in r["eer"]] if len(r["eer"]) > 1 else ["-"] * layers
-        best = int(np.argmin(r["eer"]))              # the first of equal layers
-        where = f" (layer {best})" if len(r["eer"]) > 1 else ""
-        lines.append(f"{r['system']:<24}" + "".join(f"{c:>{width}}" for c in cells)
-                     + f"  {pct(r['eer'][best])}{where}")
-    spread = random_spread(result)
-    if spread:
-        lines.append(f"{'random, mean ± std':<24}" + "".join(
-            f"{f'{pct(m)}±{pct(s)}':>{width}}" for m, s in zip(spread["mean"], spread["std"])))
+             f"EER %, {result['seconds']:.0f} s"]
+    for key, scoring_name in PROBE_SCORINGS:
+        if result["rows"][0].get(key) is None:
+            continue
+        centred = f" (the mean of {result['centre_files']} training files)" \
+            if key == "eer_centred" else ""
+        lines += [f"{scoring_name}{centred}:",
+                  f"{'system':<24}" + "".join(f"{f'layer {l}':>{width}}" for l in range(layers))
+                  + "  best"]
+        for r in result["rows"]:
+            eer = r[key]
+            cells = [pct(e) for e in eer] if len(eer) > 1 else ["-"] * layers
+            best = int(np.argmin(eer))                   # the first of equal layers
+            where = f" (layer {best})" if len(eer) > 1 else ""
+            lines.append(f"{r['system']:<24}" + "".join(f"{c:>{width}}" for c in cells)
+                         + f"  {pct(eer[best])}{where}")
+        spread = random_spread(result, key)
+        if spread:
+            lines.append(f"{'random, mean ± std':<24}" + "".join(
+                f"{f'{pct(m)}±{pct(s)}':>{width}}" for m, s in zip(spread["mean"], spread["std"])))
     return "\n".join(lines)
 
 
@@ -634,10 +672,13 @@ def run_probe(args):
                                  toy_size=args.toy_size)
         if spec.task != "sv":
             raise ValueError(f"--probe-data {args.probe_data} is not a speaker-verification set")
-        result = probe(args.probe, args.probe_seed, spec)
+        result = probe(args.probe, args.probe_seed, spec,
+                       centre_per_speaker=args.probe_centre)
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         run_folder.fail(" ".join(str(e).split()))
     result["random_spread"] = random_spread(result)
+    result["random_spread_centred"] = random_spread(result, "eer_centred") \
+        if result["centre_files"] else None
     print(probe_table(result))
     if args.out:
         checkpoints.write_json(args.out, result)
@@ -699,7 +740,12 @@ def parse_args(argv=None):
                    help="--probe: the random-init rows, one per seed")
     p.add_argument("--probe-data", default="toy",
                    help="--probe: the SV dataset (data.prepare_data: toy, or vox1 with --data-root)")
+    p.add_argument("--probe-centre", type=int, default=CENTRE_PER_SPEAKER, metavar="N",
+                   help="--probe: also score after subtracting the mean embedding of N files "
+                        "per training speaker (0: raw cosine only)")
     args = p.parse_args(argv)
+    if args.probe_centre < 0:
+        p.error(f"--probe-centre {args.probe_centre}: files per speaker, 0 or more")
     if args.probe is not None:
         return args                                  # --out stays None unless given
     if args.data == "folder" and not args.data_root:

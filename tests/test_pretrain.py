@@ -294,13 +294,16 @@ def all_pairs(spec):
 
 
 def printed_rows(text):
-    """{system: [numbers]} from the printed probe table ("-" cells skipped)."""
-    rows = {}
-    for line in text.splitlines()[2:]:
-        if line.startswith(("random (seed", "mfcc")):
+    """{scoring block: {system: [numbers]}} from the printed probe table ("-" cells
+    skipped); a block starts at a line ending in ":" ("raw cosine:", ...)."""
+    blocks, rows = {}, None
+    for line in text.splitlines()[1:]:
+        if line.endswith(":"):
+            rows = blocks.setdefault(line.split(" (")[0].rstrip(":"), {})
+        elif line.startswith(("random (seed", "mfcc")):
             name = re.match(r"(random \(seed \d+\)|mfcc mean\+std|mfcc mean)", line).group(1)
             rows[name] = [float(x) for x in re.findall(r"\d+\.\d\d", line[len(name):])]
-    return rows
+    return blocks
 
 
 def test_probe_prints_the_numbers_it_returns_and_is_deterministic(tiny_sv, tmp_path, capsys):
@@ -309,30 +312,42 @@ def test_probe_prints_the_numbers_it_returns_and_is_deterministic(tiny_sv, tmp_p
     first = pretrain.main(argv + ["--out", str(tmp_path / "probe.json")])
     printed = printed_rows(capsys.readouterr().out)
     second = pretrain.main(argv)
+    capsys.readouterr()
     assert first["rows"] == second["rows"]                           # bit for bit
     assert json.loads((tmp_path / "probe.json").read_text())["rows"] == first["rows"]
     assert [r["system"] for r in first["rows"]] == ["random (seed 0)", "random (seed 1)",
                                                     "mfcc mean", "mfcc mean+std"]
-    for row in first["rows"]:
-        eer = [round(100 * e, 2) for e in row["eer"]]
-        best = min(eer)
-        # the layers, then the best layer's EER (the MFCC rows: only that)
-        assert printed[row["system"]] == (eer + [best] if len(eer) > 1 else [best])
+    assert list(printed) == ["raw cosine", "cosine after mean subtraction"]
+    for block, key in zip(printed, ("eer", "eer_centred")):
+        for row in first["rows"]:
+            eer = [round(100 * e, 2) for e in row[key]]
+            best = min(eer)
+            # the layers, then the best layer's EER (the MFCC rows: only that)
+            assert printed[block][row["system"]] == (eer + [best] if len(eer) > 1 else [best])
     assert len(first["rows"][0]["eer"]) == WavLMConfig.tiny().num_layers + 1
+    raw_only = pretrain.main(argv + ["--probe-centre", "0"])
+    assert list(printed_rows(capsys.readouterr().out)) == ["raw cosine"]
+    assert [r["eer"] for r in raw_only["rows"]] == [r["eer"] for r in first["rows"]]
+    assert all(r["eer_centred"] is None for r in raw_only["rows"])
 
 
 def test_probe_equals_a_brute_force_oracle(tiny_sv):
     """Per layer: hidden states of the model run directly, pooled by hand, cosine by
-    numpy, EER by metrics.compute_eer, against the probe's EER; the MFCC rows likewise."""
+    numpy, EER by metrics.compute_eer, against the probe's EER, raw and after subtracting
+    the mean of the first 2 files (by path) of every training speaker; the MFCC rows
+    likewise."""
     _, spec = tiny_sv
     spec = all_pairs(spec)
-    result = pretrain.probe(seeds=(3,), spec=spec)
+    result = pretrain.probe(seeds=(2,), spec=spec, centre_per_speaker=2)
     trials = spec.sv_trials("pairs")
     labels = np.array([y for y, _, _ in trials])
-    torch.manual_seed(3)
+    centre_files = [p for s in sorted({s for _, s in spec.train_items})
+                    for p in sorted(p for p, t in spec.train_items if t == s)[:2]]
+    assert result["centre_files"] == len(centre_files) > 2
+    torch.manual_seed(2)
     model = MaskedWavLM(WavLMConfig.tiny()).eval()
     pooled, mfcc = {}, {}
-    for path in spec.eval_paths("pairs"):
+    for path in spec.eval_paths("pairs") + centre_files:
         wave = pretrain.data.load_audio(path)
         with torch.no_grad():
             hidden, _ = model(wave[None])
@@ -340,16 +355,20 @@ def test_probe_equals_a_brute_force_oracle(tiny_sv):
         feats = pretrain.mfcc_features(wave).numpy()                   # (T, 39)
         mfcc[path] = [feats.mean(0), np.concatenate([feats.mean(0), feats.std(0, ddof=1)])]
 
-    def eer(vectors):
-        unit = {p: v / np.linalg.norm(v) for p, v in vectors.items()}
+    def eer(vectors, centre):
+        mean = (np.mean([vectors[p] for p in centre_files], axis=0) if centre
+                else np.zeros_like(vectors[centre_files[0]]))
+        unit = {p: (v - mean) / np.linalg.norm(v - mean) for p, v in vectors.items()}
         scores = np.array([unit[a] @ unit[b] for _, a, b in trials])
         return compute_eer(scores, labels)[0]
 
-    layers = [eer({p: v[k] for p, v in pooled.items()}) for k in range(5)]
-    assert len(set(layers)) > 1                          # the layers are told apart
-    assert result["rows"][0]["eer"] == pytest.approx(layers, abs=1e-12)
-    floors = [eer({p: v[k] for p, v in mfcc.items()}) for k in range(2)]
-    assert [r["eer"][0] for r in result["rows"][1:]] == pytest.approx(floors, abs=1e-12)
+    for key, centre in (("eer", False), ("eer_centred", True)):
+        layers = [eer({p: v[k] for p, v in pooled.items()}, centre) for k in range(5)]
+        assert len(set(layers)) > 1                      # the layers are told apart
+        assert result["rows"][0][key] == pytest.approx(layers, abs=1e-12)
+        floors = [eer({p: v[k] for p, v in mfcc.items()}, centre) for k in range(2)]
+        assert [r[key][0] for r in result["rows"][1:]] == pytest.approx(floors, abs=1e-12)
+    assert result["rows"][0]["eer"] != result["rows"][0]["eer_centred"]   # it changes something
 
 
 def test_probe_of_a_saved_random_model_equals_its_random_row(tiny_sv, tmp_path):
@@ -363,7 +382,8 @@ def test_probe_of_a_saved_random_model_equals_its_random_row(tiny_sv, tmp_path):
                tmp_path / "random0.pt")
     result = pretrain.probe([tmp_path / "random0.pt"], seeds=(0,), spec=spec)
     assert result["rows"][1]["system"] == "random0.pt"
-    assert result["rows"][1]["eer"] == result["rows"][0]["eer"]
+    for key in ("eer", "eer_centred"):
+        assert result["rows"][1][key] == result["rows"][0][key]
 
 
 def test_probe_bad_input_is_one_error_line(tmp_path, capsys):
