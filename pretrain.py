@@ -557,6 +557,19 @@ def pooled_layers(model: MaskedWavLM):
     return embed
 
 
+def probe_encoder(path) -> MaskedWavLM:
+    """The encoder a --probe path names: this file's own training checkpoint (a run's
+    `checkpoint.pt`, in progress or paused: its encoder at that step, so a run can be judged
+    before it ends), or anything pretrained.load_pretrained reads (e.g. a `tiny_wavlm.pt`)."""
+    if os.path.isfile(path):
+        state = read_checkpoint(path)
+        if isinstance(state, dict) and {"model", "args", "centroids"} <= state.keys():
+            model = MaskedPrediction(WavLMConfig.tiny(), state["args"]["clusters"])
+            load_state_exactly(model, state["model"], path)
+            return model.wavlm
+    return pretrained.load_pretrained(path)
+
+
 def pooled_mfcc(wave):
     """wave (1, S) -> the two MFCC_SYSTEMS' embeddings: the mean over time of
     mfcc_features (39,) (not of mfcc_frames, whose mean is removed), and mean and std (78,)."""
@@ -590,7 +603,7 @@ def probe(checkpoints=(), seeds=(0,), spec=None, trial_list=None,
           centre_per_speaker: int = CENTRE_PER_SPEAKER) -> dict:
     """The layer-wise probe: EER per layer of the tiny WavLM at random init (one row per
     seed, torch.manual_seed(seed) as train.py --ssl tiny builds it), of every checkpoint
-    (anything pretrained.load_pretrained reads, e.g. this file's tiny_wavlm.pt), and the
+    (probe_encoder: this file's tiny_wavlm.pt or a run's checkpoint.pt, ...), and the
     MFCC floor; each scored raw and mean-subtracted (the mean of `centre_per_speaker` files
     of every training speaker; 0: raw only). spec: a data.DataSpec (default: the toy SV
     corpus); trial_list: one of its lists (default: the first, vox1_o).
@@ -607,8 +620,10 @@ def probe(checkpoints=(), seeds=(0,), spec=None, trial_list=None,
         rows.append(dict(system=f"random (seed {seed})",
                          **view_eers(pooled_layers(model), paths, trials, mean_paths)))
     for path in checkpoints:
-        model = pretrained.load_pretrained(path)
-        rows.append(dict(system=os.path.basename(os.fspath(path)),
+        model = probe_encoder(os.fspath(path))
+        # named by folder and file: every run's files are checkpoint.pt and tiny_wavlm.pt
+        folder, name = os.path.split(os.path.abspath(path))
+        rows.append(dict(system=f"{os.path.basename(folder)}/{name}",
                          **view_eers(pooled_layers(model), paths, trials, mean_paths)))
     mfcc = view_eers(pooled_mfcc, paths, trials, mean_paths)      # one view per system
     rows += [dict(system=name, eer=[mfcc["eer"][k]],
@@ -634,6 +649,7 @@ def probe_table(result) -> str:
     one row per system, EER % per layer and the best layer; the MFCC rows have no layers,
     their EER stands under "best"."""
     layers, width = max(len(r["eer"]) for r in result["rows"]), 12
+    name_width = max(24, 2 + max(len(r["system"]) for r in result["rows"]))
     pct = lambda x: f"{100 * x:.2f}"
     lines = [f"probe: frozen encoder, each layer mean-pooled over time, cosine-scored on "
              f"{result['trial_list']} ({result['trials']:,} trials, {result['files']} files); "
@@ -644,18 +660,19 @@ def probe_table(result) -> str:
         centred = f" (the mean of {result['centre_files']} training files)" \
             if key == "eer_centred" else ""
         lines += [f"{scoring_name}{centred}:",
-                  f"{'system':<24}" + "".join(f"{f'layer {l}':>{width}}" for l in range(layers))
+                  f"{'system':<{name_width}}" + "".join(f"{f'layer {l}':>{width}}"
+                                                        for l in range(layers))
                   + "  best"]
         for r in result["rows"]:
             eer = r[key]
             cells = [pct(e) for e in eer] if len(eer) > 1 else ["-"] * layers
             best = int(np.argmin(eer))                   # the first of equal layers
             where = f" (layer {best})" if len(eer) > 1 else ""
-            lines.append(f"{r['system']:<24}" + "".join(f"{c:>{width}}" for c in cells)
+            lines.append(f"{r['system']:<{name_width}}" + "".join(f"{c:>{width}}" for c in cells)
                          + f"  {pct(eer[best])}{where}")
         spread = random_spread(result, key)
         if spread:
-            lines.append(f"{'random, mean ± std':<24}" + "".join(
+            lines.append(f"{'random, mean ± std':<{name_width}}" + "".join(
                 f"{f'{pct(m)}±{pct(s)}':>{width}}" for m, s in zip(spread["mean"], spread["std"])))
     return "\n".join(lines)
 
@@ -734,8 +751,9 @@ def parse_args(argv=None):
                    help="share of crops with another utterance mixed in (WavLM); 0 = HuBERT")
     add_loop_args(p, eval_every=500, eval_batches=8)
     p.add_argument("--probe", nargs="*", metavar="CHECKPOINT",
-                   help="instead of pre-training: the layer-wise SV probe of these checkpoints, "
-                        "random init and MFCC means (table; --out FILE.json writes it)")
+                   help="instead of pre-training: the layer-wise SV probe of these checkpoints "
+                        "(a tiny_wavlm.pt, a run's checkpoint.pt, any --ssl file), random init "
+                        "and MFCC means (table; --out FILE.json writes it)")
     p.add_argument("--probe-seed", type=int, nargs="+", default=[0],
                    help="--probe: the random-init rows, one per seed")
     p.add_argument("--probe-data", default="toy",

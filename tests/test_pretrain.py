@@ -166,6 +166,10 @@ def test_smoke_run_writes_a_checkpoint_that_load_pretrained_reads(tmp_path):
         b, _ = loaded(x)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert (out / "loss.png").exists() and len((out / "log.jsonl").read_text().splitlines()) == 5
+    # the probe reads the run's checkpoint.pt as the same encoder as its export
+    with torch.no_grad():
+        c, _ = pretrain.probe_encoder(str(out / "checkpoint.pt")).eval()(x)
+    assert all(torch.equal(u, v) for u, v in zip(a, c))
 
 
 @pytest.mark.slow
@@ -381,7 +385,7 @@ def test_probe_of_a_saved_random_model_equals_its_random_row(tiny_sv, tmp_path):
     torch.save(unilm_checkpoint(model, torch.zeros(model.config.hidden_size)),
                tmp_path / "random0.pt")
     result = pretrain.probe([tmp_path / "random0.pt"], seeds=(0,), spec=spec)
-    assert result["rows"][1]["system"] == "random0.pt"
+    assert result["rows"][1]["system"] == f"{tmp_path.name}/random0.pt"    # folder/file
     for key in ("eer", "eer_centred"):
         assert result["rows"][1][key] == result["rows"][0][key]
 
