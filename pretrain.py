@@ -560,14 +560,18 @@ def pooled_layers(model: MaskedWavLM):
 def probe_encoder(path) -> MaskedWavLM:
     """The encoder a --probe path names: this file's own training checkpoint (a run's
     `checkpoint.pt`, in progress or paused: its encoder at that step, so a run can be judged
-    before it ends), or anything pretrained.load_pretrained reads (e.g. a `tiny_wavlm.pt`)."""
-    if os.path.isfile(path):
-        state = read_checkpoint(path)
-        if isinstance(state, dict) and {"model", "args", "centroids"} <= state.keys():
-            model = MaskedPrediction(WavLMConfig.tiny(), state["args"]["clusters"])
-            load_state_exactly(model, state["model"], path)
-            return model.wavlm
-    return pretrained.load_pretrained(path)
+    before it ends), or anything pretrained.load_pretrained reads (e.g. a `tiny_wavlm.pt`).
+    load_pretrained goes first, so a released model's file (up to a GB) is read once; only
+    a layout it refuses is read again, as a run checkpoint (a few MB)."""
+    try:
+        return pretrained.load_pretrained(path)
+    except ValueError:
+        state = read_checkpoint(path) if os.path.isfile(path) else None
+        if not (isinstance(state, dict) and {"model", "args", "centroids"} <= state.keys()):
+            raise                                        # load_pretrained's own error
+    model = MaskedPrediction(WavLMConfig.tiny(), state["args"]["clusters"])
+    load_state_exactly(model, state["model"], path)
+    return model.wavlm
 
 
 def pooled_mfcc(wave):
